@@ -1,0 +1,546 @@
+//! Command line: `tollgate serve` and the management commands.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use async_trait::async_trait;
+use clap::{Parser, Subcommand, ValueEnum};
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+
+use crate::config::Config;
+use crate::plugins::{EngineOptions, HostContext, PluginEngine, PluginRegistry, PluginStatus};
+use crate::proxy::{build_server, upstream::Upstreams, AppState};
+use crate::services::GatewayServices;
+use crate::store::{Store, UsageEvent, UsageWriter, UsageWriterHandle};
+
+#[derive(Parser, Debug)]
+#[command(name = "tollgate", version, about = "A programmable LLM API gateway")]
+pub struct Cli {
+    /// Config file (TOML). Without one, the built-in defaults apply.
+    #[arg(long, short, global = true, env = "TOLLGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the gateway.
+    Serve,
+    /// Manage organizations.
+    Orgs {
+        #[command(subcommand)]
+        command: OrgsCommand,
+    },
+    /// Manage API keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Manage prepaid credits.
+    Credits {
+        #[command(subcommand)]
+        command: CreditsCommand,
+    },
+    /// Show recent usage.
+    Usage {
+        #[arg(long)]
+        org: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
+    },
+    /// Show plugins: from the running gateway's admin API, else loaded from the plugin directory.
+    Plugins {
+        #[command(subcommand)]
+        command: PluginsCommand,
+    },
+    /// Check a config file and print the effective settings.
+    CheckConfig,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum OrgsCommand {
+    Create { name: String },
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Create a key; its plaintext is printed once and never stored.
+    Create {
+        #[arg(long)]
+        org: String,
+        #[arg(long, default_value = "default")]
+        name: String,
+        /// Expire after this many days (default: never).
+        #[arg(long)]
+        expires_days: Option<u64>,
+    },
+    List {
+        #[arg(long)]
+        org: Option<String>,
+    },
+    Revoke {
+        key_id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CreditsCommand {
+    /// Grant credits in USD (expire after a year unless told otherwise).
+    Add {
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        usd: f64,
+        #[arg(long, default_value_t = 365)]
+        expires_days: u64,
+    },
+    Balance {
+        #[arg(long)]
+        org: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PluginsCommand {
+    List,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputFormat {
+    Table,
+    Json,
+    Csv,
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = std::env::var("TOLLGATE_LOG_FORMAT").is_ok_and(|v| v == "json");
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("tollgate-bg")
+        .enable_all()
+        .build()
+        .context("starting the background runtime")
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    init_tracing();
+    let config = Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Serve => serve(config),
+        Command::CheckConfig => {
+            println!(
+                "config OK: listen {}, admin {}, database {}, plugins {}, {} providers, {} models",
+                config.listen,
+                config.admin_listen,
+                config.database_url,
+                config.plugin_dir.display(),
+                config.providers.len(),
+                config.models.len()
+            );
+            Ok(())
+        }
+        Command::Plugins {
+            command: PluginsCommand::List,
+        } => plugins_list(&config),
+        other => runtime()?.block_on(manage(config, other)),
+    }
+}
+
+fn usd_to_micros(usd: f64) -> Result<i64> {
+    if !usd.is_finite() || usd <= 0.0 || usd > 1e9 {
+        bail!("amount must be a positive number of USD");
+    }
+    Ok((usd * 1e6).round() as i64)
+}
+
+fn format_usd(micros: i64) -> String {
+    format!("${:.6}", micros as f64 / 1e6)
+}
+
+async fn manage(config: Config, command: Command) -> Result<()> {
+    let store = Store::connect(&config.database_url).await?;
+    match command {
+        Command::Orgs {
+            command: OrgsCommand::Create { name },
+        } => {
+            let org = store.create_org(&name).await?;
+            println!("{}", org.id);
+        }
+        Command::Orgs {
+            command: OrgsCommand::List,
+        } => {
+            println!("{:<30} {:<24} {}", "ID", "NAME", "RETENTION");
+            for o in store.orgs().await? {
+                println!(
+                    "{:<30} {:<24} {} ({} days)",
+                    o.id, o.name, o.retention_mode, o.retention_days
+                );
+            }
+        }
+        Command::Keys {
+            command:
+                KeysCommand::Create {
+                    org,
+                    name,
+                    expires_days,
+                },
+        } => {
+            let secret = config.key_secret()?;
+            let expires = expires_days
+                .map(|d| crate::store::now_ms() + (d as i64) * 86_400_000)
+                .unwrap_or(0);
+            let (key, plaintext) = store.create_key(&org, &name, &secret, expires).await?;
+            eprintln!(
+                "key {} for org {} (prefix {}): shown once, store it now",
+                key.id, key.org_id, key.prefix
+            );
+            println!("{plaintext}");
+        }
+        Command::Keys {
+            command: KeysCommand::List { org },
+        } => {
+            let org_id = match org {
+                Some(o) => Some(store.find_org(&o).await?.id),
+                None => None,
+            };
+            println!(
+                "{:<30} {:<30} {:<12} {:<16} STATUS",
+                "ID", "ORG", "PREFIX", "NAME"
+            );
+            for k in store.keys(org_id.as_deref()).await? {
+                let status = if k.revoked_at.is_some() {
+                    "revoked"
+                } else {
+                    "active"
+                };
+                println!(
+                    "{:<30} {:<30} {:<12} {:<16} {status}",
+                    k.id, k.org_id, k.prefix, k.name
+                );
+            }
+        }
+        Command::Keys {
+            command: KeysCommand::Revoke { key_id },
+        } => {
+            store.revoke_key(&key_id).await?;
+            println!("revoked {key_id}");
+        }
+        Command::Credits {
+            command:
+                CreditsCommand::Add {
+                    org,
+                    usd,
+                    expires_days,
+                },
+        } => {
+            let amount = usd_to_micros(usd)?;
+            let expires = if expires_days == 0 {
+                0
+            } else {
+                crate::store::now_ms() + (expires_days as i64) * 86_400_000
+            };
+            let org = store.find_org(&org).await?;
+            store
+                .add_credits(&org.id, amount, expires, "cli grant")
+                .await?;
+            let balance = store.balance(&org.id).await?.unwrap_or(0);
+            println!(
+                "granted {} to {}; balance {}",
+                format_usd(amount),
+                org.id,
+                format_usd(balance)
+            );
+        }
+        Command::Credits {
+            command: CreditsCommand::Balance { org },
+        } => {
+            let org = store.find_org(&org).await?;
+            let balance = store.balance(&org.id).await?.unwrap_or(0);
+            println!("{}", format_usd(balance));
+        }
+        Command::Usage { org, limit, format } => {
+            let org_id = match org {
+                Some(o) => Some(store.find_org(&o).await?.id),
+                None => None,
+            };
+            print_usage(&store.usage(org_id.as_deref(), limit).await?, format)?;
+        }
+        Command::Serve | Command::CheckConfig | Command::Plugins { .. } => {
+            unreachable!("handled in run")
+        }
+    }
+    store.close().await;
+    Ok(())
+}
+
+fn print_usage(events: &[UsageEvent], format: OutputFormat) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match format {
+        OutputFormat::Json => {
+            for e in events {
+                writeln!(out, "{}", serde_json::to_string(e)?)?;
+            }
+        }
+        OutputFormat::Csv => {
+            writeln!(out, "request_id,org_id,key_id,model,provider,input_tokens,output_tokens,cache_read_tokens,cache_write_tokens,reasoning_tokens,cost_micros,latency_ms,status,stream,created_at")?;
+            for e in events {
+                writeln!(
+                    out,
+                    "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+                    e.request_id,
+                    e.org_id,
+                    e.key_id,
+                    csv_field(&e.model),
+                    csv_field(&e.provider),
+                    e.input_tokens,
+                    e.output_tokens,
+                    e.cache_read_tokens,
+                    e.cache_write_tokens,
+                    e.reasoning_tokens,
+                    e.cost_micros,
+                    e.latency_ms,
+                    e.status,
+                    e.stream,
+                    e.created_at
+                )?;
+            }
+        }
+        OutputFormat::Table => {
+            writeln!(
+                out,
+                "{:<30} {:<20} {:<12} {:>7} {:>7} {:>8} {:>12} {:>8} ATTEMPTS",
+                "REQUEST", "MODEL", "PROVIDER", "IN", "OUT", "CACHED", "COST", "STATUS"
+            )?;
+            for e in events {
+                let attempts: Vec<serde_json::Value> =
+                    serde_json::from_str(&e.attempts).unwrap_or_default();
+                let path: Vec<String> = attempts
+                    .iter()
+                    .map(|a| format!("{}:{}", a["provider"].as_str().unwrap_or("?"), a["status"]))
+                    .collect();
+                writeln!(
+                    out,
+                    "{:<30} {:<20} {:<12} {:>7} {:>7} {:>8} {:>12} {:>8} {}",
+                    e.request_id,
+                    e.model,
+                    e.provider,
+                    e.input_tokens,
+                    e.output_tokens,
+                    e.cache_read_tokens,
+                    format_usd(e.cost_micros),
+                    e.status,
+                    path.join(" -> ")
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// Asks the running gateway's admin API; `None` when nothing answers.
+fn admin_get(config: &Config, path: &str) -> Option<String> {
+    let addr: std::net::SocketAddr = config.admin_listen.parse().ok()?;
+    let mut stream =
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let auth = config
+        .admin_token
+        .as_ref()
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {}\r\n{auth}Connection: close\r\n\r\n",
+        config.admin_listen
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+}
+
+fn plugins_list(config: &Config) -> Result<()> {
+    let statuses: Vec<PluginStatus> = match admin_get(config, "/admin/plugins") {
+        Some(body) => {
+            let rows: Vec<serde_json::Value> =
+                serde_json::from_str(&body).context("admin API answer")?;
+            println!("(from the running gateway at {})", config.admin_listen);
+            print_plugin_rows(&rows);
+            return Ok(());
+        }
+        None => {
+            println!(
+                "(no gateway answering at {}; loading {} locally)",
+                config.admin_listen,
+                config.plugin_dir.display()
+            );
+            let registry = local_registry(config)?;
+            registry.load_dir(&config.plugin_dir);
+            registry.list()
+        }
+    };
+    let rows: Vec<serde_json::Value> = statuses
+        .iter()
+        .filter_map(|s| serde_json::to_value(s).ok())
+        .collect();
+    print_plugin_rows(&rows);
+    Ok(())
+}
+
+fn print_plugin_rows(rows: &[serde_json::Value]) {
+    println!(
+        "{:<26} {:<10} {:<8} {:<14} {:>9} {:>8} {:>8}  LAST ERROR",
+        "NAME", "STAGE", "WIT", "SHA256", "LOAD MS", "CALLS", "FAILED"
+    );
+    for r in rows {
+        let active = &r["active"];
+        println!(
+            "{:<26} {:<10} {:<8} {:<14} {:>9.1} {:>8} {:>8}  {}",
+            r["name"].as_str().unwrap_or("?"),
+            active["stage"].as_str().unwrap_or("-"),
+            active["wit_version"].as_str().unwrap_or("-"),
+            active["sha256"]
+                .as_str()
+                .map(|s| &s[..12.min(s.len())])
+                .unwrap_or("-"),
+            active["load_ms"].as_f64().unwrap_or(0.0),
+            r["calls"],
+            r["failures"],
+            r["last_error"].as_str().unwrap_or(""),
+        );
+    }
+}
+
+fn local_registry(config: &Config) -> Result<PluginRegistry> {
+    let engine = Arc::new(PluginEngine::new(EngineOptions::default())?);
+    let shared = Arc::new(HostContext::new(Arc::new(crate::plugins::NoServices), 1000));
+    PluginRegistry::new(
+        engine,
+        shared,
+        config.plugin_settings.clone(),
+        Some(&config.plugin_cache_dir),
+    )
+}
+
+/// Flushes pending usage records when the server shuts down.
+struct UsageFlushOnShutdown {
+    usage: UsageWriterHandle,
+    runtime: tokio::runtime::Handle,
+}
+
+#[async_trait]
+impl BackgroundService for UsageFlushOnShutdown {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let _ = shutdown.changed().await;
+        let usage = self.usage.clone();
+        let _ = self.runtime.spawn(async move { usage.flush().await }).await;
+        tracing::info!("usage records flushed");
+    }
+}
+
+fn check_required(config: &Config, registry: &PluginRegistry) -> Result<()> {
+    let mut missing = Vec::new();
+    let stage_plugins = [
+        &config.auth_plugin,
+        &config.routing_plugin,
+        &config.billing_plugin,
+        &config.logging_plugin,
+    ];
+    let transforms = config.providers.values().map(|p| &p.transform);
+    for name in stage_plugins.into_iter().chain(transforms) {
+        if registry.get(name).is_none() {
+            missing.push(name.clone());
+        }
+    }
+    if !missing.is_empty() {
+        bail!(
+            "plugins not loaded from {}: {} (build them with scripts/build-plugins)",
+            config.plugin_dir.display(),
+            missing.join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn serve(config: Config) -> Result<()> {
+    let background = runtime()?;
+    let secret = config.key_secret()?;
+    let (store, usage) = background.block_on(async {
+        let store = Store::connect(&config.database_url).await?;
+        let usage = UsageWriter::spawn(store.clone(), config.usage_batch, config.usage_flush);
+        anyhow::Ok((store, usage))
+    })?;
+    let services = Arc::new(GatewayServices::new(&config, store, secret));
+    let engine = Arc::new(PluginEngine::new(EngineOptions::default())?);
+    let shared = Arc::new(HostContext::new(services.clone(), 100_000));
+    let registry = Arc::new(PluginRegistry::new(
+        engine,
+        shared,
+        config.plugin_settings.clone(),
+        Some(&config.plugin_cache_dir),
+    )?);
+    for (path, outcome) in registry.load_dir(&config.plugin_dir) {
+        if let Err(e) = outcome {
+            tracing::error!(file = %path.display(), error = %e, "plugin not loaded");
+        }
+    }
+    check_required(&config, &registry)?;
+    let _watch = if config.watch_plugins {
+        Some(crate::plugins::watch(
+            registry.clone(),
+            Path::new(&config.plugin_dir),
+            Duration::from_millis(50),
+        )?)
+    } else {
+        None
+    };
+    tracing::info!(listen = %config.listen, admin = %config.admin_listen, database = %config.database_url,
+        plugins = %config.plugin_dir.display(), "tollgate starting");
+    let state = Arc::new(AppState {
+        upstreams: Upstreams::new(&config),
+        registry,
+        services,
+        usage: usage.clone(),
+        metrics: Default::default(),
+        config,
+    });
+    let mut server = build_server(state)?;
+    server.add_service(pingora_core::services::background::background_service(
+        "usage-flush",
+        UsageFlushOnShutdown {
+            usage,
+            runtime: background.handle().clone(),
+        },
+    ));
+    server.run_forever()
+}

@@ -1,0 +1,553 @@
+//! Configuration: the TOML schema users write (`schema`), and the checked internal form the
+//! gateway runs on (`Config`). Every field has a default, so `tollgate serve` works with no file;
+//! the defaults are in `default-config.toml`, which is also the documented reference.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+use crate::plugins::{InstanceMode, PluginSettings, SettingsTable};
+
+/// The built-in defaults, also shipped as the reference config.
+pub const DEFAULT_CONFIG: &str = include_str!("default-config.toml");
+
+mod schema {
+    use super::*;
+
+    #[derive(Debug, Deserialize, Default)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct File {
+        pub server: Server,
+        pub database: Database,
+        pub plugins: Plugins,
+        pub stages: Stages,
+        pub limits: Limits,
+        pub providers: BTreeMap<String, Provider>,
+        pub models: Vec<Model>,
+    }
+
+    #[derive(Debug, Deserialize, Default)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct Server {
+        pub listen: Option<String>,
+        pub admin_listen: Option<String>,
+        pub admin_token_env: Option<String>,
+        pub threads: Option<usize>,
+        pub grace_period_seconds: Option<u64>,
+        pub data_dir: Option<PathBuf>,
+        pub key_secret_env: Option<String>,
+    }
+
+    #[derive(Debug, Deserialize, Default)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct Database {
+        pub url: Option<String>,
+        pub usage_batch: Option<usize>,
+        pub usage_flush_ms: Option<u64>,
+    }
+
+    #[derive(Debug, Deserialize, Default)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct Plugins {
+        pub dir: Option<PathBuf>,
+        pub cache_dir: Option<PathBuf>,
+        pub watch: Option<bool>,
+        pub defaults: PluginLimits,
+        pub settings: BTreeMap<String, PluginLimits>,
+    }
+
+    #[derive(Debug, Deserialize, Default, Clone)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct PluginLimits {
+        pub deadline_ms: Option<u64>,
+        pub memory_limit_mb: Option<u64>,
+        pub max_output_mb: Option<u64>,
+        pub instance_mode: Option<InstanceMode>,
+        pub max_calls_per_instance: Option<u64>,
+        pub pool_size: Option<usize>,
+        pub config: Option<toml::Value>,
+    }
+
+    #[derive(Debug, Deserialize, Default)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct Stages {
+        pub auth: Option<String>,
+        pub routing: Option<String>,
+        pub billing: Option<String>,
+        pub logging: Option<String>,
+    }
+
+    #[derive(Debug, Deserialize, Default)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct Limits {
+        pub max_body_bytes: Option<usize>,
+        pub connect_timeout_ms: Option<u64>,
+        pub upstream_timeout_ms: Option<u64>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Provider {
+        pub base_url: String,
+        pub api_key_env: Option<String>,
+        pub transform: String,
+        #[serde(default)]
+        pub auth: Option<String>,
+        #[serde(default)]
+        pub zero_retention: bool,
+        #[serde(default)]
+        pub ca_file: Option<PathBuf>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Model {
+        pub name: String,
+        pub routes: Vec<Route>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Route {
+        pub provider: String,
+        pub model: Option<String>,
+        /// USD per million tokens.
+        #[serde(default)]
+        pub input_per_mtok: f64,
+        #[serde(default)]
+        pub output_per_mtok: f64,
+        #[serde(default)]
+        pub cache_read_per_mtok: Option<f64>,
+        #[serde(default)]
+        pub cache_write_per_mtok: Option<f64>,
+    }
+}
+
+/// How the provider expects its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderAuth {
+    /// `Authorization: Bearer <key>` (OpenAI and most compatibles).
+    Bearer,
+    /// `x-api-key: <key>` (Anthropic).
+    XApiKey,
+}
+
+#[derive(Debug, Clone)]
+pub struct Provider {
+    pub name: String,
+    pub scheme_https: bool,
+    pub host: String,
+    pub port: u16,
+    /// Path prefix of the base URL (e.g. `/openai` for some proxies), without trailing slash.
+    pub base_path: String,
+    pub api_key_env: Option<String>,
+    pub transform: String,
+    pub auth: ProviderAuth,
+    pub zero_retention: bool,
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Provider {
+    /// The provider key from its env var, read per request so rotation needs no restart.
+    pub fn api_key(&self) -> Option<String> {
+        self.api_key_env
+            .as_ref()
+            .and_then(|v| std::env::var(v).ok())
+            .filter(|k| !k.is_empty())
+    }
+}
+
+/// Price in micro-USD per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Price {
+    pub input: u64,
+    pub output: u64,
+    pub cache_read: u64,
+    pub cache_write: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub provider: String,
+    pub upstream_model: String,
+    pub price: Price,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: String,
+    pub admin_listen: String,
+    pub admin_token: Option<String>,
+    pub threads: usize,
+    pub grace_period: Duration,
+    pub data_dir: PathBuf,
+    pub key_secret_env: String,
+    pub database_url: String,
+    pub usage_batch: usize,
+    pub usage_flush: Duration,
+    pub plugin_dir: PathBuf,
+    pub plugin_cache_dir: PathBuf,
+    pub watch_plugins: bool,
+    pub plugin_settings: SettingsTable,
+    pub auth_plugin: String,
+    pub routing_plugin: String,
+    pub billing_plugin: String,
+    pub logging_plugin: String,
+    pub max_body_bytes: usize,
+    pub connect_timeout: Duration,
+    pub upstream_timeout: Duration,
+    pub providers: BTreeMap<String, Provider>,
+    /// Model name -> routes in policy order.
+    pub models: BTreeMap<String, Vec<Route>>,
+}
+
+fn usd_per_mtok(v: f64, what: &str) -> Result<u64> {
+    if !(0.0..=1e6).contains(&v) {
+        bail!("{what}: price {v} out of range (USD per million tokens)");
+    }
+    Ok((v * 1e6).round() as u64)
+}
+
+fn plugin_settings(base: &PluginSettings, s: &schema::PluginLimits) -> Result<PluginSettings> {
+    let mut out = base.clone();
+    if let Some(ms) = s.deadline_ms {
+        out.deadline = Duration::from_millis(ms);
+    }
+    if let Some(mb) = s.memory_limit_mb {
+        out.memory_limit_bytes = mb << 20;
+    }
+    if let Some(mb) = s.max_output_mb {
+        out.max_output_bytes = mb << 20;
+    }
+    if let Some(mode) = s.instance_mode {
+        out.instance_mode = mode;
+    }
+    if let Some(n) = s.max_calls_per_instance {
+        out.max_calls_per_instance = n;
+    }
+    if let Some(n) = s.pool_size {
+        out.pool_size = n;
+    }
+    if let Some(cfg) = &s.config {
+        out.config_json = Arc::from(serde_json::to_string(cfg)?.as_str());
+    }
+    Ok(out)
+}
+
+fn parse_base_url(name: &str, url: &str) -> Result<(bool, String, u16, String)> {
+    let uri: http::Uri = url
+        .parse()
+        .with_context(|| format!("providers.{name}.base_url: '{url}' is not a URL"))?;
+    let https = match uri.scheme_str() {
+        Some("https") => true,
+        Some("http") => false,
+        _ => bail!("providers.{name}.base_url: '{url}' must start with http:// or https://"),
+    };
+    let host = uri
+        .host()
+        .with_context(|| format!("providers.{name}.base_url: '{url}' has no host"))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+    let base_path = uri.path().trim_end_matches('/').to_string();
+    Ok((https, host, port, base_path))
+}
+
+impl Config {
+    /// Loads a config file over the built-in defaults (or the defaults alone).
+    pub fn load(path: Option<&Path>) -> Result<Config> {
+        let defaults: schema::File =
+            toml::from_str(DEFAULT_CONFIG).context("built-in default config")?;
+        let Some(path) = path else {
+            return Config::from_schema(defaults, None);
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config {}", path.display()))?;
+        let file: schema::File =
+            toml::from_str(&text).with_context(|| format!("config {}", path.display()))?;
+        Config::from_schema(file, Some(defaults))
+    }
+
+    /// Parses config text (for tests and `tollgate config check`).
+    pub fn from_toml(text: &str) -> Result<Config> {
+        let defaults: schema::File = toml::from_str(DEFAULT_CONFIG)?;
+        Config::from_schema(toml::from_str(text)?, Some(defaults))
+    }
+
+    fn from_schema(f: schema::File, defaults: Option<schema::File>) -> Result<Config> {
+        // Sections missing from the file come from the defaults.
+        let d = defaults.unwrap_or_default();
+        let pick = |a: Option<String>, b: Option<String>, fallback: &str| {
+            a.or(b).unwrap_or_else(|| fallback.to_string())
+        };
+        let data_dir = f
+            .server
+            .data_dir
+            .or(d.server.data_dir)
+            .unwrap_or_else(|| "data".into());
+        let mut base = PluginSettings::default();
+        base = plugin_settings(&base, &d.plugins.defaults)?;
+        base = plugin_settings(&base, &f.plugins.defaults)?;
+        let mut table = SettingsTable {
+            default: base.clone(),
+            ..SettingsTable::default()
+        };
+        for (name, s) in d.plugins.settings.iter().chain(f.plugins.settings.iter()) {
+            let start = table
+                .by_name
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| base.clone());
+            table
+                .by_name
+                .insert(name.clone(), plugin_settings(&start, s)?);
+        }
+
+        let provider_src = if f.providers.is_empty() {
+            d.providers
+        } else {
+            f.providers
+        };
+        let mut providers = BTreeMap::new();
+        for (name, p) in provider_src {
+            let (scheme_https, host, port, base_path) = parse_base_url(&name, &p.base_url)?;
+            let auth = match p.auth.as_deref() {
+                None | Some("bearer") => ProviderAuth::Bearer,
+                Some("x-api-key") => ProviderAuth::XApiKey,
+                Some(other) => bail!("providers.{name}.auth: '{other}' is not bearer or x-api-key"),
+            };
+            providers.insert(
+                name.clone(),
+                Provider {
+                    name,
+                    scheme_https,
+                    host,
+                    port,
+                    base_path,
+                    api_key_env: p.api_key_env,
+                    transform: p.transform,
+                    auth,
+                    zero_retention: p.zero_retention,
+                    ca_file: p.ca_file,
+                },
+            );
+        }
+        let model_src = if f.models.is_empty() {
+            d.models
+        } else {
+            f.models
+        };
+        let mut models = BTreeMap::new();
+        for m in model_src {
+            let mut routes = Vec::new();
+            for r in m.routes {
+                if !providers.contains_key(&r.provider) {
+                    bail!(
+                        "models '{}': route names unknown provider '{}'",
+                        m.name,
+                        r.provider
+                    );
+                }
+                let what = format!("models '{}' route '{}'", m.name, r.provider);
+                routes.push(Route {
+                    upstream_model: r.model.unwrap_or_else(|| m.name.clone()),
+                    price: Price {
+                        input: usd_per_mtok(r.input_per_mtok, &what)?,
+                        output: usd_per_mtok(r.output_per_mtok, &what)?,
+                        cache_read: usd_per_mtok(
+                            r.cache_read_per_mtok.unwrap_or(r.input_per_mtok),
+                            &what,
+                        )?,
+                        cache_write: usd_per_mtok(
+                            r.cache_write_per_mtok.unwrap_or(r.input_per_mtok),
+                            &what,
+                        )?,
+                    },
+                    provider: r.provider,
+                });
+            }
+            if models.insert(m.name.clone(), routes).is_some() {
+                bail!("models '{}' is defined twice", m.name);
+            }
+        }
+
+        let config = Config {
+            listen: pick(f.server.listen, d.server.listen, "127.0.0.1:8080"),
+            admin_listen: pick(
+                f.server.admin_listen,
+                d.server.admin_listen,
+                "127.0.0.1:9090",
+            ),
+            admin_token: f
+                .server
+                .admin_token_env
+                .or(d.server.admin_token_env)
+                .and_then(|v| std::env::var(v).ok())
+                .filter(|t| !t.is_empty()),
+            threads: f.server.threads.or(d.server.threads).unwrap_or(2).max(1),
+            grace_period: Duration::from_secs(
+                f.server
+                    .grace_period_seconds
+                    .or(d.server.grace_period_seconds)
+                    .unwrap_or(1),
+            ),
+            key_secret_env: pick(
+                f.server.key_secret_env,
+                d.server.key_secret_env,
+                "TOLLGATE_KEY_SECRET",
+            ),
+            database_url: f
+                .database
+                .url
+                .or(d.database.url)
+                .unwrap_or_else(|| format!("sqlite://{}/tollgate.db", data_dir.display())),
+            usage_batch: f
+                .database
+                .usage_batch
+                .or(d.database.usage_batch)
+                .unwrap_or(256)
+                .max(1),
+            usage_flush: Duration::from_millis(
+                f.database
+                    .usage_flush_ms
+                    .or(d.database.usage_flush_ms)
+                    .unwrap_or(200),
+            ),
+            plugin_dir: f
+                .plugins
+                .dir
+                .or(d.plugins.dir)
+                .unwrap_or_else(|| "target/plugins".into()),
+            plugin_cache_dir: f
+                .plugins
+                .cache_dir
+                .or(d.plugins.cache_dir)
+                .unwrap_or_else(|| data_dir.join("plugin-cache")),
+            watch_plugins: f.plugins.watch.or(d.plugins.watch).unwrap_or(true),
+            plugin_settings: table,
+            auth_plugin: pick(f.stages.auth, d.stages.auth, "auth-apikey"),
+            routing_plugin: pick(f.stages.routing, d.stages.routing, "route-policy"),
+            billing_plugin: pick(f.stages.billing, d.stages.billing, "billing-credits"),
+            logging_plugin: pick(
+                f.stages.logging,
+                d.stages.logging,
+                "retention-metadata-only",
+            ),
+            max_body_bytes: f
+                .limits
+                .max_body_bytes
+                .or(d.limits.max_body_bytes)
+                .unwrap_or(4 << 20),
+            connect_timeout: Duration::from_millis(
+                f.limits
+                    .connect_timeout_ms
+                    .or(d.limits.connect_timeout_ms)
+                    .unwrap_or(5_000),
+            ),
+            upstream_timeout: Duration::from_millis(
+                f.limits
+                    .upstream_timeout_ms
+                    .or(d.limits.upstream_timeout_ms)
+                    .unwrap_or(300_000),
+            ),
+            data_dir,
+            providers,
+            models,
+        };
+        Ok(config)
+    }
+
+    /// The server secret keyed hashes of API keys are made with: from the env var named by
+    /// `server.key_secret_env`, else from `<data_dir>/key-secret` (created once, mode 0600).
+    pub fn key_secret(&self) -> Result<Vec<u8>> {
+        if let Ok(s) = std::env::var(&self.key_secret_env) {
+            if !s.is_empty() {
+                return Ok(s.into_bytes());
+            }
+        }
+        let path = self.data_dir.join("key-secret");
+        if let Ok(existing) = std::fs::read_to_string(&path) {
+            if !existing.trim().is_empty() {
+                return Ok(existing.trim().as_bytes().to_vec());
+            }
+        }
+        std::fs::create_dir_all(&self.data_dir)
+            .with_context(|| format!("creating {}", self.data_dir.display()))?;
+        let mut raw = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut raw);
+        let secret = hex::encode(raw);
+        write_private(&path, secret.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(secret.into_bytes())
+    }
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::write(path, bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_parse_and_are_consistent() {
+        let c = Config::load(None).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:8080");
+        assert!(c.providers.contains_key("openai") && c.providers.contains_key("anthropic"));
+        assert!(!c.models.is_empty());
+        let anthropic = &c.providers["anthropic"];
+        assert_eq!(
+            (anthropic.auth, anthropic.port, anthropic.scheme_https),
+            (ProviderAuth::XApiKey, 443, true)
+        );
+    }
+
+    #[test]
+    fn file_overrides_and_errors_name_the_field() {
+        let c = Config::from_toml(
+            r#"
+            [server]
+            listen = "127.0.0.1:1"
+            [providers.mock]
+            base_url = "http://127.0.0.1:9999/v1x"
+            transform = "provider-openai"
+            [[models]]
+            name = "m"
+            routes = [{ provider = "mock", model = "up", input_per_mtok = 1.5, output_per_mtok = 2 }]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.listen, "127.0.0.1:1");
+        assert_eq!(c.providers["mock"].base_path, "/v1x");
+        assert_eq!(c.models["m"][0].price.input, 1_500_000);
+        let err = Config::from_toml("[server]\nlisten_typo = 1").unwrap_err();
+        assert!(format!("{err:#}").contains("listen_typo"), "{err:#}");
+        let err = Config::from_toml(
+            "[providers.x]\nbase_url='ftp://a'\ntransform='t'\n[[models]]\nname='m'\nroutes=[]",
+        )
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("providers.x.base_url"),
+            "{err:#}"
+        );
+    }
+}

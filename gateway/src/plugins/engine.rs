@@ -1,0 +1,134 @@
+//! The one wasmtime `Engine` of the process: pooling allocator when the machine lets us reserve
+//! its address space (falling back to on-demand allocation otherwise), epoch interruption driven
+//! by a ticker thread, and the linker with the host interface.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use super::bindings::common::SdkCommon;
+use super::state::HostState;
+
+/// Engine-wide options (per-plugin limits live in [`super::PluginSettings`]).
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Epoch tick: the granularity of plugin deadlines.
+    pub epoch_tick: Duration,
+    /// Try the pooling allocator (falls back when it cannot reserve memory).
+    pub pooling: bool,
+    /// Instances the pool can hold at once (all plugins together).
+    pub pool_total_instances: u32,
+    /// Largest linear memory any plugin may have; per-plugin caps must not exceed it.
+    pub max_memory_bytes: u64,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            epoch_tick: Duration::from_millis(1),
+            pooling: true,
+            pool_total_instances: 1000,
+            max_memory_bytes: 256 << 20,
+        }
+    }
+}
+
+/// The engine, its linker and the epoch ticker.
+pub struct PluginEngine {
+    pub(crate) engine: Engine,
+    pub(crate) linker: Linker<HostState>,
+    pub(crate) options: EngineOptions,
+    pooling: bool,
+    stop: Arc<AtomicBool>,
+    ticker: Option<JoinHandle<()>>,
+}
+
+fn base_config() -> Config {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    config.max_wasm_stack(1 << 20);
+    config
+}
+
+impl PluginEngine {
+    pub fn new(options: EngineOptions) -> anyhow::Result<Self> {
+        let (engine, pooling) = if options.pooling {
+            let mut config = base_config();
+            let mut pool = PoolingAllocationConfig::default();
+            let n = options.pool_total_instances;
+            pool.total_component_instances(n)
+                .total_core_instances(n * 4)
+                .total_memories(n)
+                .total_tables(n * 4)
+                .max_core_instances_per_component(16)
+                .max_memories_per_component(2)
+                .max_tables_per_component(8)
+                .max_memory_size(usize::try_from(options.max_memory_bytes)?);
+            config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+            match Engine::new(&config) {
+                Ok(engine) => (engine, true),
+                Err(err) => {
+                    tracing::warn!(error = %err, "pooling allocator unavailable, using on-demand allocation");
+                    (Engine::new(&base_config())?, false)
+                }
+            }
+        } else {
+            (Engine::new(&base_config())?, false)
+        };
+
+        let mut linker = Linker::new(&engine);
+        SdkCommon::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let ticker = {
+            let engine = engine.clone();
+            let stop = stop.clone();
+            let tick = options.epoch_tick;
+            std::thread::Builder::new()
+                .name("wasm-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(tick);
+                        engine.increment_epoch();
+                    }
+                })?
+        };
+        Ok(PluginEngine {
+            engine,
+            linker,
+            options,
+            pooling,
+            stop,
+            ticker: Some(ticker),
+        })
+    }
+
+    /// Whether the pooling allocator is in use.
+    pub fn pooling(&self) -> bool {
+        self.pooling
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Epoch ticks that cover `deadline` (plus one for the tick in progress).
+    pub(crate) fn deadline_ticks(&self, deadline: Duration) -> u64 {
+        let tick = self.options.epoch_tick.as_nanos().max(1);
+        u64::try_from(deadline.as_nanos().div_ceil(tick)).unwrap_or(u64::MAX) + 1
+    }
+}
+
+impl Drop for PluginEngine {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.ticker.take() {
+            let _ = t.join();
+        }
+    }
+}

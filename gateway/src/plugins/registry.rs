@@ -1,0 +1,392 @@
+//! The set of loaded plugins, by name. Loading compiles (or takes from the artifact cache),
+//! checks the world, exports, imports and WIT version, instantiates once as a self-test, and
+//! only then publishes the new version with `arc-swap`. Callers holding the previous version's
+//! `Arc` finish on it. A failed load keeps the previous version and records the error.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+use sha2::{Digest, Sha256};
+use wasmtime::component::Component;
+
+use super::bindings::*;
+use super::cache::ArtifactCache;
+use super::engine::PluginEngine;
+use super::error::{PluginError, PluginErrorKind};
+use super::loaded::{LoadedPlugin, PluginVersion, StagePre};
+use super::settings::PluginSettings;
+use super::state::HostContext;
+use super::Stage;
+
+/// The WIT package the host speaks. Plugins must match its major.minor (0.x: minor is breaking).
+pub const WIT_PACKAGE: &str = "tollgate:plugin";
+pub const WIT_VERSION: &str = "0.1.0";
+
+/// What the admin view shows for one plugin name.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PluginStatus {
+    pub name: String,
+    /// The version serving calls, if any.
+    pub active: Option<PluginVersion>,
+    pub calls: u64,
+    pub failures: u64,
+    pub instantiations: u64,
+    pub idle_instances: usize,
+    /// The last load error (the active version, if any, kept serving).
+    pub last_error: Option<String>,
+    #[serde(with = "crate::util::unix_ms_opt")]
+    pub last_error_at: Option<SystemTime>,
+}
+
+/// Per-plugin settings: defaults plus overrides by plugin name.
+#[derive(Debug, Clone, Default)]
+pub struct SettingsTable {
+    pub default: PluginSettings,
+    pub by_name: HashMap<String, PluginSettings>,
+}
+
+impl SettingsTable {
+    pub fn for_plugin(&self, name: &str) -> PluginSettings {
+        self.by_name
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| self.default.clone())
+    }
+}
+
+#[derive(Default)]
+struct LoadErrors {
+    by_name: BTreeMap<String, (String, SystemTime)>,
+}
+
+pub struct PluginRegistry {
+    engine: Arc<PluginEngine>,
+    shared: Arc<HostContext>,
+    cache: Option<ArtifactCache>,
+    settings: ArcSwap<SettingsTable>,
+    plugins: ArcSwap<HashMap<String, Arc<LoadedPlugin>>>,
+    errors: Mutex<LoadErrors>,
+    /// Serializes publishers (loads from the watcher and from the API).
+    publish: Mutex<()>,
+}
+
+/// The plugin name for a file: its stem (`auth-apikey.wasm` -> `auth-apikey`).
+pub fn plugin_name(path: &Path) -> Option<String> {
+    if path.extension().and_then(|e| e.to_str()) != Some("wasm") {
+        return None;
+    }
+    let stem = path.file_stem()?.to_str()?;
+    if stem.starts_with('.') || stem.is_empty() {
+        return None;
+    }
+    Some(stem.to_string())
+}
+
+/// Finds the one stage interface a component exports and the WIT version it was built against.
+fn inspect(engine: &wasmtime::Engine, component: &Component) -> Result<(Stage, String), String> {
+    let ty = component.component_type();
+    for (name, _) in ty.imports(engine) {
+        let allowed = name
+            .strip_prefix(WIT_PACKAGE)
+            .and_then(|rest| rest.strip_prefix('/'))
+            .is_some_and(|rest| rest.starts_with("host@") || rest.starts_with("types@"));
+        if !allowed {
+            return Err(format!(
+                "imports '{name}'; plugins may import only {WIT_PACKAGE}/host (no WASI: build for \
+                 wasm32-unknown-unknown, see docs/plugins.md)"
+            ));
+        }
+    }
+    let mut found = Vec::new();
+    for (name, _) in ty.exports(engine) {
+        let Some(rest) = name
+            .strip_prefix(WIT_PACKAGE)
+            .and_then(|r| r.strip_prefix('/'))
+        else {
+            continue;
+        };
+        let (iface, version) = rest.split_once('@').unwrap_or((rest, ""));
+        if let Some(stage) = Stage::from_interface(iface) {
+            found.push((stage, version.to_string()));
+        }
+    }
+    let (stage, version) = match found.as_slice() {
+        [] => {
+            return Err(format!(
+                "exports no {WIT_PACKAGE} stage (auth, routing, transform, billing or logging)"
+            ))
+        }
+        [one] => one.clone(),
+        many => {
+            return Err(format!(
+                "exports {} stages; a plugin implements exactly one",
+                many.len()
+            ))
+        }
+    };
+    if !version_compatible(&version) {
+        return Err(format!(
+            "was built against {WIT_PACKAGE}@{version}; this gateway speaks {WIT_PACKAGE}@{WIT_VERSION} \
+             (rebuild it with a matching plugin SDK)"
+        ));
+    }
+    Ok((stage, version))
+}
+
+/// Same major, and for 0.x the same minor (semver: 0.x minor bumps are breaking).
+fn version_compatible(version: &str) -> bool {
+    let parse = |v: &str| -> Option<(u64, u64)> {
+        let mut it = v.split('.');
+        Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+    };
+    match (parse(version), parse(WIT_VERSION)) {
+        (Some((maj, min)), Some((hmaj, hmin))) => maj == hmaj && (maj > 0 || min == hmin),
+        _ => false,
+    }
+}
+
+impl PluginRegistry {
+    pub fn new(
+        engine: Arc<PluginEngine>,
+        shared: Arc<HostContext>,
+        settings: SettingsTable,
+        cache_dir: Option<&Path>,
+    ) -> anyhow::Result<Self> {
+        let cache = match cache_dir {
+            Some(dir) => Some(ArtifactCache::new(dir, &engine.engine)?),
+            None => None,
+        };
+        Ok(PluginRegistry {
+            engine,
+            shared,
+            cache,
+            settings: ArcSwap::from_pointee(settings),
+            plugins: ArcSwap::from_pointee(HashMap::new()),
+            errors: Mutex::new(LoadErrors::default()),
+            publish: Mutex::new(()),
+        })
+    }
+
+    pub fn engine(&self) -> &Arc<PluginEngine> {
+        &self.engine
+    }
+
+    pub fn host_context(&self) -> &Arc<HostContext> {
+        &self.shared
+    }
+
+    /// Replaces the per-plugin settings; takes effect for versions loaded afterwards.
+    pub fn set_settings(&self, settings: SettingsTable) {
+        self.settings.store(Arc::new(settings));
+    }
+
+    /// The version of `name` currently serving calls.
+    pub fn get(&self, name: &str) -> Option<Arc<LoadedPlugin>> {
+        self.plugins.load().get(name).cloned()
+    }
+
+    /// The plugin `name`, which must implement `stage`.
+    pub fn get_stage(&self, name: &str, stage: Stage) -> Result<Arc<LoadedPlugin>, PluginError> {
+        let plugin = self
+            .get(name)
+            .ok_or_else(|| PluginError::new(name, Some(stage), PluginErrorKind::NotLoaded))?;
+        if plugin.stage() != stage {
+            return Err(PluginError::new(
+                name,
+                Some(stage),
+                PluginErrorKind::WrongStage {
+                    actual: plugin.stage(),
+                },
+            ));
+        }
+        Ok(plugin)
+    }
+
+    /// Loads every `*.wasm` in `dir`. Returns each file's outcome; failures are also recorded.
+    pub fn load_dir(&self, dir: &Path) -> Vec<(PathBuf, Result<(), PluginError>)> {
+        let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+            Ok(rd) => rd
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| plugin_name(p).is_some())
+                .collect(),
+            Err(err) => {
+                tracing::warn!(dir = %dir.display(), error = %err, "cannot read plugin directory");
+                Vec::new()
+            }
+        };
+        files.sort();
+        files
+            .into_iter()
+            .map(|path| {
+                let outcome = self.load_file(&path).map(|_| ());
+                (path, outcome)
+            })
+            .collect()
+    }
+
+    /// Loads (or reloads) one plugin file and publishes it under its file stem. An unchanged
+    /// file (same SHA-256 as the active version) is a no-op.
+    pub fn load_file(&self, path: &Path) -> Result<Arc<LoadedPlugin>, PluginError> {
+        let name = plugin_name(path).ok_or_else(|| {
+            PluginError::new(
+                &path.display().to_string(),
+                None,
+                PluginErrorKind::Load("not a .wasm plugin file".into()),
+            )
+        })?;
+        let _publishing = self.publish.lock();
+        match self.build(&name, path) {
+            Ok(Some(plugin)) => {
+                let mut next = HashMap::clone(&self.plugins.load());
+                next.insert(name.clone(), plugin.clone());
+                self.plugins.store(Arc::new(next));
+                self.errors.lock().by_name.remove(&name);
+                tracing::info!(
+                    plugin = %name,
+                    stage = %plugin.stage(),
+                    sha256 = %&plugin.version.sha256[..12],
+                    load_ms = plugin.version.load_ms,
+                    "plugin loaded"
+                );
+                Ok(plugin)
+            }
+            Ok(None) => self
+                .get(&name)
+                .ok_or_else(|| PluginError::new(&name, None, PluginErrorKind::NotLoaded)),
+            Err(err) => {
+                let kept = self.get(&name).is_some();
+                tracing::error!(
+                    plugin = %name,
+                    error = %err,
+                    kept_previous_version = kept,
+                    "plugin load failed"
+                );
+                self.errors
+                    .lock()
+                    .by_name
+                    .insert(name, (err.to_string(), SystemTime::now()));
+                Err(err)
+            }
+        }
+    }
+
+    /// Compiles and checks a file. `Ok(None)` when it is identical to the active version.
+    fn build(&self, name: &str, path: &Path) -> Result<Option<Arc<LoadedPlugin>>, PluginError> {
+        let load_err = |msg: String| PluginError::new(name, None, PluginErrorKind::Load(msg));
+        let started = Instant::now();
+        let wasm = std::fs::read(path)
+            .map_err(|e| load_err(format!("reading {}: {e}", path.display())))?;
+        let sha256 = hex::encode(Sha256::digest(&wasm));
+        if let Some(active) = self.get(name) {
+            if active.version.sha256 == sha256 {
+                return Ok(None);
+            }
+        }
+        let engine = &self.engine.engine;
+        let component = match &self.cache {
+            Some(cache) => cache.load_or_compile(engine, &sha256, &wasm),
+            None => Component::new(engine, &wasm),
+        }
+        .map_err(|e| load_err(format!("not a valid component: {e:#}")))?;
+        let (stage, wit_version) = inspect(engine, &component).map_err(load_err)?;
+        let instance_pre = self
+            .engine
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| load_err(format!("cannot link: {e:#}")))?;
+        let typed =
+            |e: wasmtime::Error| load_err(format!("exports do not match the {stage} world: {e:#}"));
+        let pre = match stage {
+            Stage::Auth => StagePre::Auth(AuthPluginPre::new(instance_pre).map_err(typed)?),
+            Stage::Routing => {
+                StagePre::Routing(RoutingPluginPre::new(instance_pre).map_err(typed)?)
+            }
+            Stage::Transform => {
+                StagePre::Transform(TransformPluginPre::new(instance_pre).map_err(typed)?)
+            }
+            Stage::Billing => {
+                StagePre::Billing(BillingPluginPre::new(instance_pre).map_err(typed)?)
+            }
+            Stage::Logging => {
+                StagePre::Logging(LoggingPluginPre::new(instance_pre).map_err(typed)?)
+            }
+        };
+        let version = PluginVersion {
+            name: name.to_string(),
+            stage,
+            wit_version,
+            sha256,
+            file: path.to_path_buf(),
+            size_bytes: wasm.len() as u64,
+            loaded_at: SystemTime::now(),
+            load_ms: 0.0,
+        };
+        let settings = self.settings.load().for_plugin(name);
+        let mut plugin = LoadedPlugin::new(
+            version,
+            pre,
+            self.engine.clone(),
+            settings,
+            self.shared.clone(),
+        );
+        plugin.self_test()?;
+        plugin.version.load_ms = started.elapsed().as_secs_f64() * 1000.0;
+        Ok(Some(Arc::new(plugin)))
+    }
+
+    /// Status of every plugin name seen (loaded or failed).
+    pub fn list(&self) -> Vec<PluginStatus> {
+        let plugins = self.plugins.load();
+        let errors = self.errors.lock();
+        let mut names: Vec<&String> = plugins.keys().chain(errors.by_name.keys()).collect();
+        names.sort();
+        names.dedup();
+        names
+            .into_iter()
+            .map(|name| {
+                let active = plugins.get(name);
+                let error = errors.by_name.get(name);
+                let stat = |f: fn(&LoadedPlugin) -> u64| active.map_or(0, |p| f(p));
+                use std::sync::atomic::Ordering::Relaxed;
+                PluginStatus {
+                    name: name.clone(),
+                    active: active.map(|p| p.version.clone()),
+                    calls: stat(|p| p.stats.calls.load(Relaxed)),
+                    failures: stat(|p| p.stats.failures.load(Relaxed)),
+                    instantiations: stat(|p| p.stats.instantiations.load(Relaxed)),
+                    idle_instances: active.map_or(0, |p| p.idle_instances()),
+                    last_error: error.map(|(e, _)| e.clone()),
+                    last_error_at: error.map(|(_, t)| *t),
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions() {
+        assert!(version_compatible("0.1.0"));
+        assert!(version_compatible("0.1.7"));
+        assert!(!version_compatible("0.2.0"));
+        assert!(!version_compatible("1.0.0"));
+        assert!(!version_compatible(""));
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(
+            plugin_name(Path::new("/x/auth-apikey.wasm")).as_deref(),
+            Some("auth-apikey")
+        );
+        assert_eq!(plugin_name(Path::new("/x/.auth.wasm.tmp")), None);
+        assert_eq!(plugin_name(Path::new("/x/readme.md")), None);
+    }
+}

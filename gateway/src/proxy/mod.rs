@@ -1,0 +1,143 @@
+//! The Pingora server: the public API service (OpenAI-compatible endpoints) and the admin
+//! service (metrics, plugin status), sharing one [`AppState`].
+
+mod admin;
+mod pipeline;
+pub mod upstream;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use pingora_core::server::configuration::{Opt, ServerConf};
+use pingora_core::server::Server;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_core::{Error, ErrorType, Result};
+use pingora_proxy::{ProxyHttp, Session};
+
+use crate::api_error::ApiError;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::plugins::PluginRegistry;
+use crate::services::GatewayServices;
+use crate::store::UsageWriterHandle;
+use pipeline::Request;
+use upstream::Upstreams;
+
+/// Everything a request needs, shared by all worker threads.
+pub struct AppState {
+    pub config: Config,
+    pub registry: Arc<PluginRegistry>,
+    pub services: Arc<GatewayServices>,
+    pub usage: UsageWriterHandle,
+    pub metrics: Metrics,
+    pub upstreams: Upstreams,
+}
+
+/// The public API, as a Pingora `ProxyHttp` whose `request_filter` answers every request (see
+/// `pipeline` for why attempts are driven there).
+pub struct Gateway {
+    pub state: Arc<AppState>,
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = ();
+
+    fn new_ctx(&self) -> Self::CTX {}
+
+    async fn request_filter(&self, session: &mut Session, _ctx: &mut Self::CTX) -> Result<bool> {
+        let request = Request::new(&self.state, session);
+        let method = session.req_header().method.clone();
+        let path = session.req_header().uri.path().to_string();
+        let span = tracing::info_span!("request", request_id = %request.id, %method, %path);
+        let _enter = span.enter();
+        match (method.as_str(), path.trim_end_matches('/')) {
+            ("POST", "/v1/chat/completions") => request.chat(session).await,
+            ("GET", "/v1/models") => match request.authenticate(session).await {
+                Ok(_) => {
+                    let body = models_body(&self.state.config);
+                    request
+                        .respond(session, 200, "application/json", body)
+                        .await
+                }
+                Err(e) => request.respond_error(session, &e, "").await,
+            },
+            ("GET", "/health") => {
+                request
+                    .respond(
+                        session,
+                        200,
+                        "application/json",
+                        b"{\"status\":\"ok\"}".to_vec(),
+                    )
+                    .await
+            }
+            (_, "/v1/chat/completions") => {
+                let err = ApiError::new(
+                    405,
+                    "method_not_allowed",
+                    format!("{method} is not allowed here; use POST."),
+                );
+                request.respond_error(session, &err, "").await
+            }
+            _ => {
+                let err = ApiError::not_found(format!("Unknown endpoint: {method} {path}"));
+                request.respond_error(session, &err, "").await
+            }
+        }
+        Ok(true)
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut Self::CTX,
+    ) -> Result<Box<HttpPeer>> {
+        // Never reached: request_filter answers every request.
+        Err(Error::explain(
+            ErrorType::InternalError,
+            "requests are answered in request_filter",
+        ))
+    }
+}
+
+fn models_body(config: &Config) -> Vec<u8> {
+    let data: Vec<serde_json::Value> = config
+        .models
+        .keys()
+        .map(|m| serde_json::json!({"id": m, "object": "model", "created": 0, "owned_by": "tollgate"}))
+        .collect();
+    serde_json::json!({"object": "list", "data": data})
+        .to_string()
+        .into_bytes()
+}
+
+/// Builds the Pingora server with the API and admin services. Call `run_forever` on it.
+pub fn build_server(state: Arc<AppState>) -> anyhow::Result<Server> {
+    let conf = ServerConf {
+        threads: state.config.threads,
+        grace_period_seconds: Some(state.config.grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(Some(Opt::default()), conf);
+    server.bootstrap();
+    let mut api = pingora_proxy::http_proxy_service_with_name(
+        &server.configuration,
+        Gateway {
+            state: state.clone(),
+        },
+        "tollgate-api",
+    );
+    api.add_tcp(&state.config.listen);
+    let mut admin = pingora_core::services::listening::Service::new(
+        "tollgate-admin".to_string(),
+        admin::AdminApp {
+            state: state.clone(),
+        },
+    );
+    admin.add_tcp(&state.config.admin_listen);
+    server.add_service(api);
+    server.add_service(admin);
+    Ok(server)
+}

@@ -1,0 +1,293 @@
+//! Upstream attempts: one Pingora connector per provider (each may trust its own CA), the
+//! request written from what the transform plugin produced plus the provider's credentials,
+//! and a small health record per provider that routing reads.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use pingora_core::connectors::http::Connector;
+use pingora_core::connectors::ConnectorOptions;
+use pingora_core::protocols::http::client::HttpSession;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_http::RequestHeader;
+
+use crate::config::{Config, Provider, ProviderAuth};
+use crate::plugins::bindings::UpstreamRequest;
+
+/// Why an attempt produced no usable response.
+#[derive(Debug, Clone)]
+pub enum AttemptFailure {
+    Connect(String),
+    Timeout,
+    /// The provider answered with a retryable status (429, 5xx); its body is kept so the client
+    /// can be told what the last provider said when every attempt fails.
+    Status(u16, Vec<u8>),
+    Other(String),
+}
+
+impl AttemptFailure {
+    /// The error class recorded with the attempt.
+    pub fn class(&self) -> &'static str {
+        match self {
+            AttemptFailure::Connect(_) => "connect",
+            AttemptFailure::Timeout => "timeout",
+            AttemptFailure::Status(..) => "status",
+            AttemptFailure::Other(_) => "error",
+        }
+    }
+}
+
+/// A response whose header has been read; the body is read by the caller.
+pub struct UpstreamResponse {
+    pub session: HttpSession,
+    pub peer: HttpPeer,
+    pub status: u16,
+    pub is_event_stream: bool,
+}
+
+struct HealthRecord {
+    consecutive_failures: u32,
+    last_failure: Instant,
+    /// Exponentially weighted latency in ms of successful attempts.
+    latency_ms: f64,
+}
+
+/// Providers that failed several times in a row recently are reported unhealthy (routing then
+/// tries them last), until a success or until the failures are old.
+#[derive(Default)]
+pub struct Health {
+    records: Mutex<HashMap<String, HealthRecord>>,
+}
+
+const UNHEALTHY_AFTER: u32 = 3;
+const FORGET_AFTER: Duration = Duration::from_secs(30);
+
+impl Health {
+    pub fn healthy(&self, provider: &str) -> bool {
+        self.records.lock().get(provider).is_none_or(|r| {
+            r.consecutive_failures < UNHEALTHY_AFTER || r.last_failure.elapsed() > FORGET_AFTER
+        })
+    }
+
+    pub fn latency_ms(&self, provider: &str) -> u32 {
+        self.records
+            .lock()
+            .get(provider)
+            .map_or(0, |r| r.latency_ms.round() as u32)
+    }
+
+    pub fn record(&self, provider: &str, ok: bool, latency: Duration) {
+        let mut records = self.records.lock();
+        let r = records
+            .entry(provider.to_string())
+            .or_insert_with(|| HealthRecord {
+                consecutive_failures: 0,
+                last_failure: Instant::now(),
+                latency_ms: 0.0,
+            });
+        if ok {
+            r.consecutive_failures = 0;
+            let ms = latency.as_secs_f64() * 1000.0;
+            r.latency_ms = if r.latency_ms == 0.0 {
+                ms
+            } else {
+                r.latency_ms * 0.8 + ms * 0.2
+            };
+        } else {
+            r.consecutive_failures += 1;
+            r.last_failure = Instant::now();
+        }
+    }
+}
+
+pub struct Upstreams {
+    connectors: HashMap<String, Connector>,
+    providers: HashMap<String, Provider>,
+    connect_timeout: Duration,
+    read_timeout: Duration,
+    pub health: Health,
+}
+
+impl Upstreams {
+    pub fn new(config: &Config) -> Self {
+        let mut connectors = HashMap::new();
+        for (name, p) in &config.providers {
+            let mut options = ConnectorOptions::new(128);
+            options.ca_file = p.ca_file.as_ref().map(|f| f.display().to_string());
+            connectors.insert(name.clone(), Connector::new(Some(options)));
+        }
+        Upstreams {
+            connectors,
+            providers: config
+                .providers
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            connect_timeout: config.connect_timeout,
+            read_timeout: config.upstream_timeout,
+            health: Health::default(),
+        }
+    }
+
+    pub fn provider(&self, name: &str) -> Option<&Provider> {
+        self.providers.get(name)
+    }
+
+    async fn peer(&self, p: &Provider) -> Result<HttpPeer, AttemptFailure> {
+        let addr: SocketAddr = match format!("{}:{}", p.host, p.port).parse() {
+            Ok(a) => a,
+            Err(_) => tokio::net::lookup_host((p.host.as_str(), p.port))
+                .await
+                .map_err(|e| AttemptFailure::Connect(format!("resolving {}: {e}", p.host)))?
+                .next()
+                .ok_or_else(|| AttemptFailure::Connect(format!("{} has no address", p.host)))?,
+        };
+        let mut peer = HttpPeer::new(addr, p.scheme_https, p.host.clone());
+        peer.options.connection_timeout = Some(self.connect_timeout);
+        peer.options.total_connection_timeout = Some(self.connect_timeout);
+        peer.options.read_timeout = Some(self.read_timeout);
+        peer.options.write_timeout = Some(self.connect_timeout);
+        peer.options.idle_timeout = Some(Duration::from_secs(60));
+        Ok(peer)
+    }
+
+    /// Sends the transformed request and reads the response header. Retryable statuses (429,
+    /// 5xx) come back as `Err(Status)`, after their (bounded) body was read.
+    pub async fn send(
+        &self,
+        provider: &Provider,
+        request: UpstreamRequest,
+        stream: bool,
+        deadline: Duration,
+    ) -> Result<UpstreamResponse, AttemptFailure> {
+        let connector = self
+            .connectors
+            .get(&provider.name)
+            .ok_or_else(|| AttemptFailure::Other(format!("no connector for {}", provider.name)))?;
+        let peer = self.peer(provider).await?;
+        let work = async {
+            let (mut session, _reused) = connector
+                .get_http_session(&peer)
+                .await
+                .map_err(|e| AttemptFailure::Connect(e.to_string()))?;
+            let header = build_request(provider, &request, stream)
+                .map_err(|e| AttemptFailure::Other(e.to_string()))?;
+            let io = |e: Box<pingora_core::Error>| AttemptFailure::Connect(e.to_string());
+            session
+                .write_request_header(Box::new(header))
+                .await
+                .map_err(io)?;
+            session
+                .write_request_body(request.body.into(), true)
+                .await
+                .map_err(io)?;
+            session.finish_request_body().await.map_err(io)?;
+            session.read_response_header().await.map_err(io)?;
+            let resp = session
+                .response_header()
+                .ok_or_else(|| AttemptFailure::Other("no response header".into()))?;
+            let status = resp.status.as_u16();
+            let is_event_stream = resp
+                .headers
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.contains("text/event-stream"));
+            if status == 429 || status >= 500 {
+                let body = read_body(&mut session, 1 << 20).await.unwrap_or_default();
+                return Err(AttemptFailure::Status(status, body));
+            }
+            Ok(UpstreamResponse {
+                session,
+                peer: peer.clone(),
+                status,
+                is_event_stream,
+            })
+        };
+        match tokio::time::timeout(deadline, work).await {
+            Ok(result) => result,
+            Err(_) => Err(AttemptFailure::Timeout),
+        }
+    }
+
+    /// Returns a finished session to the keep-alive pool.
+    pub async fn release(&self, provider: &str, response: UpstreamResponse) {
+        let mut session = response.session;
+        if !session.response_done() {
+            return;
+        }
+        if let Some(c) = self.connectors.get(provider) {
+            c.release_http_session(session, &response.peer, Some(Duration::from_secs(60)))
+                .await;
+        } else {
+            session.shutdown().await;
+        }
+    }
+}
+
+fn build_request(
+    provider: &Provider,
+    request: &UpstreamRequest,
+    stream: bool,
+) -> pingora_core::Result<RequestHeader> {
+    let path = format!("{}{}", provider.base_path, request.path);
+    let mut header = RequestHeader::build(request.method.as_str(), path.as_bytes(), None)?;
+    let host = if (provider.scheme_https && provider.port == 443)
+        || (!provider.scheme_https && provider.port == 80)
+    {
+        provider.host.clone()
+    } else {
+        format!("{}:{}", provider.host, provider.port)
+    };
+    header.insert_header("host", host)?;
+    for (name, value) in &request.headers {
+        // Credentials are the host's business: a plugin cannot set or leak them.
+        let lower = name.to_ascii_lowercase();
+        if matches!(
+            lower.as_str(),
+            "authorization" | "x-api-key" | "host" | "content-length"
+        ) {
+            continue;
+        }
+        header.insert_header(lower, value.as_str())?;
+    }
+    header.insert_header("content-length", request.body.len().to_string())?;
+    header.insert_header(
+        "user-agent",
+        concat!("tollgate/", env!("CARGO_PKG_VERSION")),
+    )?;
+    if stream {
+        header.insert_header("accept", "text/event-stream")?;
+    }
+    if let Some(key) = provider.api_key() {
+        match provider.auth {
+            ProviderAuth::Bearer => {
+                header.insert_header("authorization", format!("Bearer {key}"))?
+            }
+            ProviderAuth::XApiKey => header.insert_header("x-api-key", key)?,
+        }
+    }
+    Ok(header)
+}
+
+/// Reads a whole body, refusing more than `limit` bytes.
+pub async fn read_body(session: &mut HttpSession, limit: usize) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    loop {
+        match session.read_response_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > limit {
+                    return Err(format!("upstream body over {limit} bytes"));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+/// Shared handle.
+pub type SharedUpstreams = Arc<Upstreams>;

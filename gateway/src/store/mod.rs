@@ -1,0 +1,520 @@
+//! Persistent state on SQLite (embedded, the default) or PostgreSQL (several replicas), through
+//! sqlx's `Any` driver so one set of queries serves both. SQL uses `$n` parameters, which both
+//! accept; migrations are kept per database in `migrations/`.
+
+mod usage_writer;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rand::RngCore;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+
+pub use usage_writer::{UsageWriter, UsageWriterHandle};
+
+/// Store errors, saying what was being done.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error while {doing}: {source}")]
+    Db {
+        doing: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("migrating the database: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("unsupported database URL '{0}': use sqlite://... or postgres://...")]
+    UnsupportedUrl(String),
+}
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+fn db(doing: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |source| StoreError::Db { doing, source }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A random id with a readable prefix, e.g. `org_3f9a...`.
+pub fn new_id(prefix: &str) -> String {
+    let mut bytes = [0u8; 12];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    format!("{prefix}_{}", hex::encode(bytes))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbKind {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Org {
+    pub id: String,
+    pub name: String,
+    pub retention_mode: String,
+    pub retention_days: i64,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ApiKey {
+    pub id: String,
+    pub org_id: String,
+    pub name: String,
+    pub prefix: String,
+    pub key_hash: String,
+    pub scopes: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+/// One finished request, as stored (metadata only).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct UsageEvent {
+    pub request_id: String,
+    pub org_id: String,
+    pub key_id: String,
+    pub model: String,
+    pub provider: String,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cache_read_tokens: i64,
+    pub cache_write_tokens: i64,
+    pub reasoning_tokens: i64,
+    pub cost_micros: i64,
+    pub latency_ms: i64,
+    pub status: i64,
+    pub stream: bool,
+    /// JSON array of attempts: provider, model, status, error, latency.
+    pub attempts: String,
+    pub client_ip: Option<String>,
+    pub created_at: i64,
+}
+
+/// A charge to debit in the same transaction as its usage event.
+#[derive(Debug, Clone)]
+pub struct ChargeEntry {
+    pub org_id: String,
+    pub request_id: String,
+    pub amount_micros: i64,
+    pub memo: String,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    kind: DbKind,
+}
+
+fn org_from(row: &AnyRow) -> std::result::Result<Org, sqlx::Error> {
+    Ok(Org {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        retention_mode: row.try_get("retention_mode")?,
+        retention_days: row.try_get("retention_days")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn key_from(row: &AnyRow) -> std::result::Result<ApiKey, sqlx::Error> {
+    Ok(ApiKey {
+        id: row.try_get("id")?,
+        org_id: row.try_get("org_id")?,
+        name: row.try_get("name")?,
+        prefix: row.try_get("prefix")?,
+        key_hash: row.try_get("key_hash")?,
+        scopes: row.try_get("scopes")?,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+    })
+}
+
+fn usage_from(row: &AnyRow) -> std::result::Result<UsageEvent, sqlx::Error> {
+    Ok(UsageEvent {
+        request_id: row.try_get("request_id")?,
+        org_id: row.try_get("org_id")?,
+        key_id: row.try_get("key_id")?,
+        model: row.try_get("model")?,
+        provider: row.try_get("provider")?,
+        input_tokens: row.try_get("input_tokens")?,
+        output_tokens: row.try_get("output_tokens")?,
+        cache_read_tokens: row.try_get("cache_read_tokens")?,
+        cache_write_tokens: row.try_get("cache_write_tokens")?,
+        reasoning_tokens: row.try_get("reasoning_tokens")?,
+        cost_micros: row.try_get("cost_micros")?,
+        latency_ms: row.try_get("latency_ms")?,
+        status: row.try_get("status")?,
+        stream: row.try_get::<i64, _>("stream")? != 0,
+        attempts: row.try_get("attempts")?,
+        client_ip: row.try_get("client_ip")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+const USAGE_COLUMNS: &str = "request_id, org_id, key_id, model, provider, input_tokens, \
+    output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens, cost_micros, \
+    latency_ms, status, stream, attempts, client_ip, created_at";
+
+impl Store {
+    /// Connects and brings the schema up to date. `sqlite://path` creates the file (and its
+    /// directory) when missing.
+    pub async fn connect(url: &str) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let kind = if url.starts_with("sqlite:") {
+            DbKind::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            DbKind::Postgres
+        } else {
+            return Err(StoreError::UnsupportedUrl(url.to_string()));
+        };
+        let mut url = url.to_string();
+        if kind == DbKind::Sqlite {
+            let path = url
+                .trim_start_matches("sqlite://")
+                .trim_start_matches("sqlite:");
+            let path = path.split('?').next().unwrap_or_default();
+            if let Some(dir) = std::path::Path::new(path).parent() {
+                if !dir.as_os_str().is_empty() {
+                    let _ = std::fs::create_dir_all(dir);
+                }
+            }
+            if !url.contains('?') {
+                url.push_str("?mode=rwc");
+            }
+        }
+        let pool = AnyPoolOptions::new()
+            .max_connections(if kind == DbKind::Sqlite { 4 } else { 16 })
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if kind == DbKind::Sqlite {
+                        // WAL lets the gateway and the CLI use the file at once.
+                        sqlx::query("PRAGMA journal_mode = WAL")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA busy_timeout = 5000")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA foreign_keys = ON")
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await
+            .map_err(db("connecting"))?;
+        match kind {
+            DbKind::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
+            DbKind::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
+        }
+        Ok(Store { pool, kind })
+    }
+
+    pub fn kind(&self) -> DbKind {
+        self.kind
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await
+    }
+
+    pub async fn create_org(&self, name: &str) -> Result<Org> {
+        let org = Org {
+            id: new_id("org"),
+            name: name.to_string(),
+            retention_mode: "metadata-only".into(),
+            retention_days: 30,
+            created_at: now_ms(),
+        };
+        sqlx::query(
+            "INSERT INTO orgs (id, name, retention_mode, retention_days, created_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&org.id)
+        .bind(&org.name)
+        .bind(&org.retention_mode)
+        .bind(org.retention_days)
+        .bind(org.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db("creating an org"))?;
+        Ok(org)
+    }
+
+    pub async fn orgs(&self) -> Result<Vec<Org>> {
+        let rows = sqlx::query("SELECT * FROM orgs ORDER BY created_at, id")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("listing orgs"))?;
+        rows.iter()
+            .map(org_from)
+            .collect::<std::result::Result<_, _>>()
+            .map_err(db("reading orgs"))
+    }
+
+    /// The org with this id, or with this name when no id matches.
+    pub async fn find_org(&self, id_or_name: &str) -> Result<Org> {
+        let row = sqlx::query(
+            "SELECT * FROM orgs WHERE id = $1 OR name = $1 ORDER BY (id = $1) DESC LIMIT 1",
+        )
+        .bind(id_or_name)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("finding an org"))?;
+        match row {
+            Some(r) => org_from(&r).map_err(db("reading an org")),
+            None => Err(StoreError::NotFound(format!("org '{id_or_name}'"))),
+        }
+    }
+
+    /// Creates a key and returns it with its plaintext, which is not stored anywhere.
+    pub async fn create_key(
+        &self,
+        org_id: &str,
+        name: &str,
+        secret: &[u8],
+        expires_at: i64,
+    ) -> Result<(ApiKey, String)> {
+        let org = self.find_org(org_id).await?;
+        let mut raw = [0u8; 24];
+        rand::thread_rng().fill_bytes(&mut raw);
+        let plaintext = format!("tg-{}", hex::encode(raw));
+        let key = ApiKey {
+            id: new_id("key"),
+            org_id: org.id,
+            name: name.to_string(),
+            prefix: plaintext[..10].to_string(),
+            key_hash: crate::keys::keyed_hash(secret, &plaintext),
+            scopes: String::new(),
+            created_at: now_ms(),
+            expires_at,
+            revoked_at: None,
+        };
+        sqlx::query(
+            "INSERT INTO api_keys (id, org_id, name, prefix, key_hash, scopes, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&key.id)
+        .bind(&key.org_id)
+        .bind(&key.name)
+        .bind(&key.prefix)
+        .bind(&key.key_hash)
+        .bind(&key.scopes)
+        .bind(key.created_at)
+        .bind(key.expires_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db("creating a key"))?;
+        Ok((key, plaintext))
+    }
+
+    pub async fn revoke_key(&self, key_id: &str) -> Result<()> {
+        let done =
+            sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                .bind(now_ms())
+                .bind(key_id)
+                .execute(&self.pool)
+                .await
+                .map_err(db("revoking a key"))?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("active key '{key_id}'")));
+        }
+        Ok(())
+    }
+
+    pub async fn key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKey>> {
+        let row = sqlx::query("SELECT * FROM api_keys WHERE key_hash = $1")
+            .bind(key_hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("looking up a key"))?;
+        row.as_ref()
+            .map(key_from)
+            .transpose()
+            .map_err(db("reading a key"))
+    }
+
+    pub async fn keys(&self, org_id: Option<&str>) -> Result<Vec<ApiKey>> {
+        let rows = match org_id {
+            Some(org) => {
+                sqlx::query("SELECT * FROM api_keys WHERE org_id = $1 ORDER BY created_at")
+                    .bind(org)
+                    .fetch_all(&self.pool)
+                    .await
+            }
+            None => {
+                sqlx::query("SELECT * FROM api_keys ORDER BY created_at")
+                    .fetch_all(&self.pool)
+                    .await
+            }
+        }
+        .map_err(db("listing keys"))?;
+        rows.iter()
+            .map(key_from)
+            .collect::<std::result::Result<_, _>>()
+            .map_err(db("reading keys"))
+    }
+
+    /// Grants credits that expire at `expires_at` (ms; 0 = never).
+    pub async fn add_credits(
+        &self,
+        org_id: &str,
+        amount_micros: i64,
+        expires_at: i64,
+        memo: &str,
+    ) -> Result<()> {
+        let org = self.find_org(org_id).await?;
+        sqlx::query(
+            "INSERT INTO credit_ledger (org_id, kind, amount_micros, expires_at, memo, created_at) \
+             VALUES ($1, 'grant', $2, $3, $4, $5)",
+        )
+        .bind(&org.id)
+        .bind(amount_micros)
+        .bind(expires_at)
+        .bind(memo)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await
+        .map_err(db("granting credits"))?;
+        Ok(())
+    }
+
+    /// Spendable balance: unexpired grants minus all charges. None for an unknown org.
+    pub async fn balance(&self, org_id: &str) -> Result<Option<i64>> {
+        let exists = sqlx::query("SELECT id FROM orgs WHERE id = $1")
+            .bind(org_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("checking an org"))?;
+        if exists.is_none() {
+            return Ok(None);
+        }
+        let row = sqlx::query(
+            "SELECT \
+               CAST(COALESCE(SUM(CASE WHEN kind = 'grant' AND (expires_at = 0 OR expires_at > $2) \
+                                     THEN amount_micros ELSE 0 END), 0) AS BIGINT) AS granted, \
+               CAST(COALESCE(SUM(CASE WHEN kind = 'charge' THEN amount_micros ELSE 0 END), 0) AS BIGINT) AS charged \
+             FROM credit_ledger WHERE org_id = $1",
+        )
+        .bind(org_id)
+        .bind(now_ms())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db("computing a balance"))?;
+        let granted: i64 = row.try_get("granted").map_err(db("reading a balance"))?;
+        let charged: i64 = row.try_get("charged").map_err(db("reading a balance"))?;
+        Ok(Some(granted - charged))
+    }
+
+    /// Writes usage events and their charges in one transaction. A request id already recorded
+    /// is skipped (usage and charge are recorded exactly once).
+    pub async fn record_usage(&self, events: &[UsageEvent], charges: &[ChargeEntry]) -> Result<()> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(db("starting a usage batch"))?;
+        let conflict = "ON CONFLICT DO NOTHING";
+        for e in events {
+            let sql = format!(
+                "INSERT INTO usage_events ({USAGE_COLUMNS}) VALUES \
+                 ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) {conflict}"
+            );
+            sqlx::query(&sql)
+                .bind(&e.request_id)
+                .bind(&e.org_id)
+                .bind(&e.key_id)
+                .bind(&e.model)
+                .bind(&e.provider)
+                .bind(e.input_tokens)
+                .bind(e.output_tokens)
+                .bind(e.cache_read_tokens)
+                .bind(e.cache_write_tokens)
+                .bind(e.reasoning_tokens)
+                .bind(e.cost_micros)
+                .bind(e.latency_ms)
+                .bind(e.status)
+                .bind(i64::from(e.stream))
+                .bind(&e.attempts)
+                .bind(&e.client_ip)
+                .bind(e.created_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(db("recording usage"))?;
+        }
+        for c in charges {
+            if c.amount_micros == 0 {
+                continue;
+            }
+            let sql = format!(
+                "INSERT INTO credit_ledger (org_id, kind, amount_micros, request_id, memo, created_at) \
+                 VALUES ($1, 'charge', $2, $3, $4, $5) {conflict}"
+            );
+            sqlx::query(&sql)
+                .bind(&c.org_id)
+                .bind(c.amount_micros)
+                .bind(&c.request_id)
+                .bind(&c.memo)
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await
+                .map_err(db("recording a charge"))?;
+        }
+        tx.commit().await.map_err(db("committing a usage batch"))
+    }
+
+    /// Most recent usage events, newest first.
+    pub async fn usage(&self, org_id: Option<&str>, limit: i64) -> Result<Vec<UsageEvent>> {
+        let rows = match org_id {
+            Some(org) => {
+                sqlx::query(&format!(
+                    "SELECT {USAGE_COLUMNS} FROM usage_events WHERE org_id = $1 \
+                     ORDER BY created_at DESC, request_id LIMIT $2"
+                ))
+                .bind(org)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await
+            }
+            None => {
+                sqlx::query(&format!(
+                    "SELECT {USAGE_COLUMNS} FROM usage_events ORDER BY created_at DESC, request_id LIMIT $1"
+                ))
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await
+            }
+        }
+        .map_err(db("listing usage"))?;
+        rows.iter()
+            .map(usage_from)
+            .collect::<std::result::Result<_, _>>()
+            .map_err(db("reading usage"))
+    }
+
+    /// Number of charge entries for a request (tests and audits: must be 0 or 1).
+    pub async fn charges_for_request(&self, request_id: &str) -> Result<i64> {
+        let row = sqlx::query("SELECT CAST(COUNT(*) AS BIGINT) AS n FROM credit_ledger WHERE kind = 'charge' AND request_id = $1")
+            .bind(request_id)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db("counting charges"))?;
+        row.try_get("n").map_err(db("reading a count"))
+    }
+}

@@ -1,0 +1,67 @@
+//! The host interface, callable from plugin code.
+//!
+//! Inside a wasm component these call the gateway. Compiled natively (for `cargo test`), they
+//! call the thread-local [`crate::testing::TestHost`], so plugin logic can be unit-tested
+//! without a gateway.
+
+use crate::{ApiKeyInfo, LogLevel, Price};
+
+#[cfg(target_arch = "wasm32")]
+use crate::bindings::common::tollgate::plugin::host as imp;
+#[cfg(not(target_arch = "wasm32"))]
+use crate::testing::native as imp;
+
+/// Writes a line to the gateway log, tagged with the plugin and request id.
+pub fn log(level: LogLevel, message: &str) {
+    imp::log(level, message)
+}
+
+/// The plugin's configuration as JSON text (`{}` when none was given).
+pub fn config() -> String {
+    imp::config()
+}
+
+/// The plugin's configuration parsed as JSON; an unparsable config yields `Value::Null`.
+pub fn config_json() -> serde_json::Value {
+    serde_json::from_str(&config()).unwrap_or(serde_json::Value::Null)
+}
+
+/// Adds `delta` to a plugin counter exported as a Prometheus metric.
+pub fn counter_add(name: &str, delta: i64) {
+    imp::counter_add(name, delta)
+}
+
+/// Reads from the shared key-value store.
+pub fn kv_get(key: &str) -> Option<Vec<u8>> {
+    imp::kv_get(key)
+}
+
+/// Writes to the shared key-value store with a TTL in ms (0 = none).
+pub fn kv_set(key: &str, value: &[u8], ttl_ms: u64) {
+    imp::kv_set(key, value, ttl_ms)
+}
+
+/// Wall-clock milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    imp::now_ms()
+}
+
+/// Keyed hash (HMAC-SHA256 with the server secret) of a presented API key.
+pub fn hash_api_key(presented: &str) -> String {
+    imp::hash_api_key(presented)
+}
+
+/// Looks up an API key by keyed hash.
+pub fn lookup_api_key(key_hash: &str) -> Option<ApiKeyInfo> {
+    imp::lookup_api_key(key_hash)
+}
+
+/// The org's spendable credit balance in micro-USD.
+pub fn credit_balance(org_id: &str) -> Option<i64> {
+    imp::credit_balance(org_id)
+}
+
+/// Catalogue price of a model at a provider.
+pub fn model_price(provider: &str, model: &str) -> Option<Price> {
+    imp::model_price(provider, model)
+}

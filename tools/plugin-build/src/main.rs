@@ -1,0 +1,303 @@
+//! `plugin-build`: builds every plugin crate into a WebAssembly component the gateway can load.
+//!
+//! ```text
+//! cargo run -p plugin-build --release            # plugins/ -> target/plugins/, test-plugins/ -> target/test-plugins/
+//! cargo run -p plugin-build --release -- --force # rebuild even when nothing changed
+//! ```
+//!
+//! Steps: pick a wasm toolchain (rustup's `wasm32-unknown-unknown` target where it is installed,
+//! otherwise Debian's rustc building std from source, see `scripts/setup-toolchain`); fingerprint
+//! each crate (its sources, the SDK, the WIT, Cargo.lock, the toolchain); build the stale crates
+//! to core wasm modules in one cargo call; wrap each module into a component; write it
+//! atomically (temp file + rename) so a watching gateway
+//! never reads half a file.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+
+const TARGET: &str = "wasm32-unknown-unknown";
+const PROFILE: &str = "plugin";
+
+/// A directory of plugin crates and where their components go.
+struct Group {
+    crates_dir: &'static str,
+    out_dir: &'static str,
+}
+
+const GROUPS: &[Group] = &[
+    Group {
+        crates_dir: "plugins",
+        out_dir: "target/plugins",
+    },
+    Group {
+        crates_dir: "test-plugins",
+        out_dir: "target/test-plugins",
+    },
+];
+
+/// How wasm is compiled on this machine.
+enum Toolchain {
+    /// rustup with the wasm32-unknown-unknown target installed.
+    Rustup,
+    /// Debian's rustc (same version as the std sources it ships) building std from source.
+    DebianBuildStd,
+}
+
+impl Toolchain {
+    fn detect() -> Result<Self> {
+        let installed = Command::new("rustup")
+            .args(["target", "list", "--installed"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).contains(TARGET))
+            .unwrap_or(false);
+        if installed {
+            return Ok(Toolchain::Rustup);
+        }
+        if Path::new("/usr/bin/rustc").exists()
+            && Path::new("/usr/lib/rustlib/src/rust").exists()
+            && which("wasm-ld-19")
+        {
+            return Ok(Toolchain::DebianBuildStd);
+        }
+        bail!(
+            "no wasm toolchain: neither rustup's {TARGET} target nor Debian's rustc-web + \
+             rust-web-src + lld-19 are installed; run scripts/setup-toolchain"
+        )
+    }
+
+    fn id(&self) -> String {
+        let rustc = match self {
+            Toolchain::Rustup => "rustc",
+            Toolchain::DebianBuildStd => "/usr/bin/rustc",
+        };
+        let version = Command::new(rustc)
+            .arg("--version")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default();
+        format!("{TARGET} {version}")
+    }
+
+    fn cargo(&self) -> Command {
+        match self {
+            Toolchain::Rustup => {
+                let mut cmd = Command::new("cargo");
+                clean_env(&mut cmd);
+                cmd
+            }
+            Toolchain::DebianBuildStd => {
+                let mut cmd = Command::new("/usr/bin/cargo");
+                clean_env(&mut cmd);
+                cmd.env("RUSTC_BOOTSTRAP", "1")
+                    .env("RUSTC", "/usr/bin/rustc")
+                    .env("CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER", "wasm-ld-19")
+                    .args(["-Zbuild-std=std,panic_abort"]);
+                cmd
+            }
+        }
+    }
+}
+
+/// Drops the variables an outer `cargo run` sets, so the inner build is a plain one.
+fn clean_env(cmd: &mut Command) {
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy().into_owned();
+        let outer = (key.starts_with("CARGO") && key != "CARGO_HOME")
+            || key.starts_with("RUSTUP_TOOLCHAIN")
+            || key.starts_with("RUSTC")
+            || key.starts_with("RUSTFLAGS")
+            || key == "RUSTDOC";
+        if outer {
+            cmd.env_remove(&key);
+        }
+    }
+}
+
+fn which(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+        .unwrap_or(false)
+}
+
+/// A plugin crate found on disk.
+struct PluginCrate {
+    name: String,
+    dir: PathBuf,
+    out_file: PathBuf,
+    stamp_file: PathBuf,
+}
+
+fn find_crates(root: &Path) -> Result<Vec<PluginCrate>> {
+    let mut crates = Vec::new();
+    for group in GROUPS {
+        let dir = root.join(group.crates_dir);
+        let out = root.join(group.out_dir);
+        let mut entries: Vec<_> = fs::read_dir(&dir)
+            .with_context(|| format!("reading {}", dir.display()))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.join("Cargo.toml").is_file())
+            .collect();
+        entries.sort();
+        for crate_dir in entries {
+            let name = crate_dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .context("crate dir without a name")?;
+            crates.push(PluginCrate {
+                out_file: out.join(format!("{name}.wasm")),
+                stamp_file: out.join(".stamps").join(&name),
+                name,
+                dir: crate_dir,
+            });
+        }
+    }
+    Ok(crates)
+}
+
+/// Hashes every file under `path` (sorted, with relative names) into `hasher`.
+fn hash_tree(hasher: &mut Sha256, path: &Path) -> Result<()> {
+    let mut files = BTreeMap::new();
+    collect_files(path, path, &mut files)?;
+    for (rel, full) in files {
+        hasher.update(rel.as_bytes());
+        hasher.update(fs::read(&full).with_context(|| format!("reading {}", full.display()))?);
+    }
+    Ok(())
+}
+
+fn collect_files(base: &Path, dir: &Path, out: &mut BTreeMap<String, PathBuf>) -> Result<()> {
+    if dir.is_file() {
+        out.insert(dir.display().to_string(), dir.to_path_buf());
+        return Ok(());
+    }
+    for entry in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        if path.file_name().is_some_and(|n| n == "target") {
+            continue;
+        }
+        if path.is_dir() {
+            collect_files(base, &path, out)?;
+        } else {
+            let rel = path
+                .strip_prefix(base)
+                .unwrap_or(&path)
+                .display()
+                .to_string();
+            out.insert(rel, path);
+        }
+    }
+    Ok(())
+}
+
+fn fingerprint(root: &Path, krate: &PluginCrate, toolchain_id: &str) -> Result<String> {
+    let mut hasher = Sha256::new();
+    hasher.update(toolchain_id.as_bytes());
+    hasher.update(env!("CARGO_PKG_VERSION").as_bytes());
+    for shared in ["wit", "plugin-sdk", "Cargo.lock", "Cargo.toml"] {
+        hash_tree(&mut hasher, &root.join(shared))?;
+    }
+    hash_tree(&mut hasher, &krate.dir)?;
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// Wraps a core wasm module (with its embedded component-type sections) into a component.
+/// Plugins are built for `wasm32-unknown-unknown`: they import nothing but `tollgate:plugin/host`,
+/// so no WASI adapter is needed (and the host links no WASI).
+fn componentize(module: &[u8]) -> Result<Vec<u8>> {
+    wit_component::ComponentEncoder::default()
+        .module(module)
+        .context("reading the core module's component-type sections")?
+        .validate(true)
+        .encode()
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().context("output path without a directory")?;
+    fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default()
+    ));
+    fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))?;
+    Ok(())
+}
+
+fn workspace_root() -> Result<PathBuf> {
+    // tools/plugin-build -> workspace root
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    here.ancestors()
+        .nth(2)
+        .map(Path::to_path_buf)
+        .context("cannot locate the workspace root")
+}
+
+fn main() -> Result<()> {
+    let force = std::env::args().any(|a| a == "--force");
+    let root = workspace_root()?;
+    let toolchain = Toolchain::detect()?;
+    let toolchain_id = toolchain.id();
+    let crates = find_crates(&root)?;
+
+    let mut stale = Vec::new();
+    for krate in &crates {
+        let print = fingerprint(&root, krate, &toolchain_id)?;
+        let current = fs::read_to_string(&krate.stamp_file).unwrap_or_default();
+        if force || current.trim() != print || !krate.out_file.is_file() {
+            stale.push((krate, print));
+        } else {
+            println!("plugin-build: {} unchanged", krate.name);
+        }
+    }
+    if stale.is_empty() {
+        println!("plugin-build: all {} plugins up to date", crates.len());
+        return Ok(());
+    }
+
+    let target_dir = root.join("target").join("wasm");
+    println!(
+        "plugin-build: building {} plugin(s) with {toolchain_id}",
+        stale.len()
+    );
+    let mut cargo = toolchain.cargo();
+    cargo
+        .current_dir(&root)
+        .args(["build", "--profile", PROFILE, "--target", TARGET])
+        .arg("--target-dir")
+        .arg(&target_dir);
+    for (krate, _) in &stale {
+        cargo.args(["-p", &krate.name]);
+    }
+    let status = cargo.status().context("running cargo for the wasm build")?;
+    if !status.success() {
+        bail!("cargo build for {TARGET} failed ({status})");
+    }
+
+    for (krate, print) in stale {
+        let module_path = target_dir
+            .join(TARGET)
+            .join(PROFILE)
+            .join(format!("{}.wasm", krate.name.replace('-', "_")));
+        let module =
+            fs::read(&module_path).with_context(|| format!("reading {}", module_path.display()))?;
+        let component =
+            componentize(&module).with_context(|| format!("componentizing {}", krate.name))?;
+        write_atomically(&krate.out_file, &component)?;
+        write_atomically(&krate.stamp_file, print.as_bytes())?;
+        println!(
+            "plugin-build: {} -> {} ({} KB)",
+            krate.name,
+            krate.out_file.display(),
+            component.len() / 1024
+        );
+    }
+    Ok(())
+}
