@@ -6,8 +6,7 @@
 //! in place on local changes (a settled charge lowers the cached balance at once).
 
 use std::collections::HashMap;
-
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::plugins::bindings::{ApiKeyInfo, Price};
@@ -17,9 +16,9 @@ use crate::store::{Store, StoreError};
 pub struct GatewayServices {
     secret: Vec<u8>,
     store: Store,
-    /// key hash -> key record (None: no such key; cached briefly too, against floods).
-    keys: moka::sync::Cache<String, Option<ApiKeyInfo>>,
-    balances: moka::sync::Cache<String, Option<i64>>,
+    /// key hash -> (fetched at, key record). None: no such key (cached too, against floods).
+    keys: moka::sync::Cache<String, (Instant, Option<ApiKeyInfo>)>,
+    balances: moka::sync::Cache<String, (Instant, Option<i64>)>,
     prices: HashMap<(String, String), Price>,
 }
 
@@ -28,6 +27,12 @@ pub struct GatewayServices {
 const KEY_TTL: Duration = Duration::from_secs(2);
 /// How long a balance read from the database is trusted before re-reading.
 const BALANCE_TTL: Duration = Duration::from_secs(2);
+
+// Entries live twice as long as they are trusted: a prefetch refreshes anything older than the
+// trust period, so the plugin call that follows it always finds the entry still there.
+fn fresh<T>(entry: Option<(Instant, T)>, ttl: Duration) -> bool {
+    entry.is_some_and(|(at, _)| at.elapsed() < ttl)
+}
 
 impl GatewayServices {
     pub fn new(config: &Config, store: Store, secret: Vec<u8>) -> Self {
@@ -50,11 +55,11 @@ impl GatewayServices {
             store,
             keys: moka::sync::Cache::builder()
                 .max_capacity(100_000)
-                .time_to_live(KEY_TTL)
+                .time_to_live(KEY_TTL * 2)
                 .build(),
             balances: moka::sync::Cache::builder()
                 .max_capacity(100_000)
-                .time_to_live(BALANCE_TTL)
+                .time_to_live(BALANCE_TTL * 2)
                 .build(),
             prices,
         }
@@ -72,7 +77,7 @@ impl GatewayServices {
     /// Makes sure the key record for `presented` is in memory for the auth plugin.
     pub async fn prefetch_key(&self, presented: &str) -> Result<(), StoreError> {
         let hash = self.hash(presented);
-        if self.keys.contains_key(&hash) {
+        if fresh(self.keys.get(&hash), KEY_TTL) {
             return Ok(());
         }
         let info = self.store.key_by_hash(&hash).await?.map(|k| ApiKeyInfo {
@@ -83,25 +88,28 @@ impl GatewayServices {
             expires_at_ms: u64::try_from(k.expires_at).unwrap_or(0),
             scopes: k.scopes,
         });
-        self.keys.insert(hash, info);
+        self.keys.insert(hash, (Instant::now(), info));
         Ok(())
     }
 
     /// Makes sure the org's balance is in memory for the billing plugin.
     pub async fn prefetch_balance(&self, org_id: &str) -> Result<(), StoreError> {
-        if self.balances.contains_key(org_id) {
+        if fresh(self.balances.get(org_id), BALANCE_TTL) {
             return Ok(());
         }
         let balance = self.store.balance(org_id).await?;
-        self.balances.insert(org_id.to_string(), balance);
+        self.balances
+            .insert(org_id.to_string(), (Instant::now(), balance));
         Ok(())
     }
 
     /// Applies a charge to the cached balance right away (the ledger write follows in a batch).
     pub fn debit(&self, org_id: &str, amount_micros: i64) {
-        if let Some(Some(b)) = self.balances.get(org_id) {
-            self.balances
-                .insert(org_id.to_string(), Some(b.saturating_sub(amount_micros)));
+        if let Some((at, Some(b))) = self.balances.get(org_id) {
+            self.balances.insert(
+                org_id.to_string(),
+                (at, Some(b.saturating_sub(amount_micros))),
+            );
         }
     }
 
@@ -117,10 +125,10 @@ impl HostServices for GatewayServices {
         self.hash(presented)
     }
     fn lookup_api_key(&self, key_hash: &str) -> Option<ApiKeyInfo> {
-        self.keys.get(key_hash).flatten()
+        self.keys.get(key_hash).and_then(|(_, info)| info)
     }
     fn credit_balance(&self, org_id: &str) -> Option<i64> {
-        self.balances.get(org_id).flatten()
+        self.balances.get(org_id).and_then(|(_, b)| b)
     }
     fn model_price(&self, provider: &str, model: &str) -> Option<Price> {
         self.prices

@@ -765,18 +765,18 @@ impl<'a> Request<'a> {
             );
             let _ = session.write_response_body(Some(out.freeze()), true).await;
         }
-        // Charge only what the client received: when usage never came, estimate output from
-        // the text delivered (~4 characters a token) and charge no prompt tokens.
-        let usage = match usage {
-            Some(u) if error.is_none() || u.output > 0 => u,
-            Some(u) => Usage {
-                output: delivered_chars.div_ceil(4),
-                ..u
-            },
-            None => Usage {
-                output: delivered_chars.div_ceil(4),
-                ..zero
-            },
+        // Charge only what the client received. A stream that did not complete has no final
+        // usage: keep what the provider reported so far (e.g. Anthropic's prompt tokens) and
+        // count output from the text delivered (~4 characters a token).
+        let usage = match (usage, error.is_some()) {
+            (Some(u), false) => u,
+            (reported, _) => {
+                let u = reported.unwrap_or(zero);
+                Usage {
+                    output: u.output.max(delivered_chars.div_ceil(4)),
+                    ..u
+                }
+            }
         };
         (200, usage, error)
     }

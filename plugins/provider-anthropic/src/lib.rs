@@ -219,7 +219,7 @@ pub fn translate_response(msg: &Value, created: u64) -> (Value, Usage) {
         }
     }
     let used = usage::from_anthropic(&msg["usage"]);
-    let mut message = json!({"role": "assistant",
+    let mut message = json!({"role": "assistant", "refusal": null,
         "content": if text.is_empty() && !tool_calls.is_empty() { Value::Null } else { json!(text) }});
     if !tool_calls.is_empty() {
         message["tool_calls"] = Value::Array(tool_calls);

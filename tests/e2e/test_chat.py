@@ -1,0 +1,269 @@
+"""OpenAI chat completions through the real gateway with the official `openai` SDK, on SQLite and
+PostgreSQL: success paths, errors, fallback, cut streams, TLS upstreams, hot plugin swaps."""
+
+import json
+import math
+import shutil
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import openai
+import pytest
+
+from openapi_check import validate
+
+MESSAGES = [{"role": "user", "content": "Say hello"}]
+EXPECTED = "Hello from the mock provider."
+# Every mock route is priced 1 USD/Mtok in, 2 USD/Mtok out: micro-USD per token 1 and 2.
+PRICE_IN, PRICE_OUT = 1, 2
+
+
+def client(gw, key=None, retries=0):
+    return openai.OpenAI(base_url=gw.base_url, api_key=key or gw.key, max_retries=retries, timeout=30)
+
+
+def settled(gw, request_id, timeout=5.0):
+    """The usage event of a request, once the batch writer stored it."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        events = [e for e in gw.usage() if e["request_id"] == request_id]
+        if events:
+            assert len(events) == 1, events
+            return events[0]
+        time.sleep(0.1)
+    raise AssertionError(f"no usage event for {request_id}")
+
+
+def raw_post(gw, body: bytes, key=None, headers=None):
+    req = urllib.request.Request(gw.base_url + "/chat/completions", data=body, method="POST")
+    req.add_header("content-type", "application/json")
+    if key is not False:
+        req.add_header("authorization", f"Bearer {key or gw.key}")
+    for k, v in (headers or {}).items():
+        req.add_header(k, v)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, r.read(), dict(r.headers)
+    except urllib.error.HTTPError as e:
+        return e.code, e.read(), dict(e.headers)
+
+
+def test_non_streaming_openai_provider(gw):
+    before = gw.balance_micros(gw.org)
+    resp = client(gw).chat.completions.with_raw_response.create(model="gpt-mock", messages=MESSAGES)
+    completion = resp.parse()
+    request_id = resp.headers["x-request-id"]
+    assert completion.choices[0].message.content == EXPECTED
+    assert completion.usage.prompt_tokens == 11 and completion.usage.completion_tokens == 6
+    validate("CreateChatCompletionResponse", json.loads(resp.content))
+    event = settled(gw, request_id)
+    assert (event["input_tokens"], event["output_tokens"], event["status"]) == (11, 6, 200)
+    assert event["cost_micros"] == 11 * PRICE_IN + 6 * PRICE_OUT
+    assert gw.balance_micros(gw.org) == before - event["cost_micros"]
+    # The provider saw the routed model and the gateway's provider key, never the client's key.
+    upstream = gw.mocks["openai_ok"].requests[-1]
+    assert upstream["body"]["model"] == "gpt-mock-upstream"
+    assert upstream["headers"]["authorization"] == "Bearer sk-mock-openai"
+
+
+def test_streaming_openai_provider_exact_usage(gw):
+    before = gw.balance_micros(gw.org)
+    stream = client(gw).chat.completions.with_raw_response.create(
+        model="gpt-mock", messages=MESSAGES, stream=True, stream_options={"include_usage": True})
+    request_id = stream.headers["x-request-id"]
+    text, usage = "", None
+    for chunk in stream.parse():
+        validate("CreateChatCompletionStreamResponse", chunk.model_dump(exclude_unset=True))
+        if chunk.choices and chunk.choices[0].delta.content:
+            text += chunk.choices[0].delta.content
+        if chunk.usage:
+            usage = chunk.usage
+    assert text == EXPECTED
+    assert usage and usage.completion_tokens == 6
+    upstream = gw.mocks["openai_ok"].requests[-1]["body"]
+    assert upstream["stream_options"]["include_usage"] is True
+    event = settled(gw, request_id)
+    assert event["stream"] is True and event["output_tokens"] == 6
+    assert gw.balance_micros(gw.org) == before - (11 * PRICE_IN + 6 * PRICE_OUT)
+
+
+def test_streaming_usage_is_exact_even_when_client_did_not_ask(gw):
+    stream = client(gw).chat.completions.with_raw_response.create(model="gpt-mock", messages=MESSAGES, stream=True)
+    chunks = list(stream.parse())
+    assert all(c.usage is None for c in chunks), "usage chunk the client did not ask for leaked"
+    assert gw.mocks["openai_ok"].requests[-1]["body"]["stream_options"]["include_usage"] is True
+    event = settled(gw, stream.headers["x-request-id"])
+    assert (event["input_tokens"], event["output_tokens"]) == (11, 6)
+
+
+def test_anthropic_provider_translation(gw):
+    resp = client(gw).chat.completions.with_raw_response.create(
+        model="claude-mock", messages=[{"role": "system", "content": "Be terse."}] + MESSAGES, max_tokens=64)
+    completion = resp.parse()
+    assert completion.choices[0].message.content == EXPECTED
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.usage.prompt_tokens == 11 and completion.usage.completion_tokens == 6
+    validate("CreateChatCompletionResponse", json.loads(resp.content))
+    upstream = gw.mocks["anthropic_ok"].requests[-1]
+    assert upstream["path"] == "/v1/messages"
+    assert upstream["headers"]["x-api-key"] == "sk-mock-anthropic"
+    assert "authorization" not in upstream["headers"]
+    assert upstream["body"]["system"] == "Be terse."
+    assert upstream["body"]["max_tokens"] == 64
+    event = settled(gw, resp.headers["x-request-id"])
+    assert event["provider"] == "anthropic_ok" and event["cost_micros"] == 11 * PRICE_IN + 6 * PRICE_OUT
+
+
+def test_anthropic_provider_streaming(gw):
+    stream = client(gw).chat.completions.with_raw_response.create(
+        model="claude-mock", messages=MESSAGES, stream=True, stream_options={"include_usage": True})
+    text, usage, finish = "", None, None
+    for chunk in stream.parse():
+        validate("CreateChatCompletionStreamResponse", chunk.model_dump(exclude_unset=True))
+        if chunk.choices:
+            text += chunk.choices[0].delta.content or ""
+            finish = chunk.choices[0].finish_reason or finish
+        if chunk.usage:
+            usage = chunk.usage
+    assert text == EXPECTED and finish == "stop"
+    assert usage.prompt_tokens == 11 and usage.completion_tokens == 6
+    event = settled(gw, stream.headers["x-request-id"])
+    assert (event["input_tokens"], event["output_tokens"], event["stream"]) == (11, 6, True)
+
+
+def error_body(status, body):
+    payload = json.loads(body)
+    validate("ErrorResponse", payload)
+    return status, payload["error"]
+
+
+def test_errors_in_openai_shape_and_nothing_charged(gw):
+    before_usage = len(gw.usage())
+    before_balance = gw.balance_micros(gw.org)
+    good = json.dumps({"model": "gpt-mock", "messages": MESSAGES}).encode()
+
+    status, err = error_body(*raw_post(gw, good, key=False)[:2])
+    assert status == 401 and err["code"] == "invalid_api_key"
+    status, err = error_body(*raw_post(gw, good, key="tg-not-a-real-key")[:2])
+    assert status == 401
+    status, err = error_body(*raw_post(gw, good, key=gw.broke_key)[:2])
+    assert status == 402 and err["code"] == "insufficient_credits"
+    status, err = error_body(*raw_post(gw, b'{"model": "gpt-mock", "messages": [')[:2])
+    assert status == 400 and err["type"] == "invalid_request_error"
+    big = json.dumps({"model": "gpt-mock", "messages": [{"role": "user", "content": "x" * 70000}]}).encode()
+    status, err = error_body(*raw_post(gw, big)[:2])
+    assert status == 413
+    status, err = error_body(*raw_post(gw, json.dumps({"model": "no-such-model", "messages": MESSAGES}).encode())[:2])
+    assert status == 404 and err["code"] == "model_not_found"
+
+    # The SDK maps them to its typed errors.
+    with pytest.raises(openai.AuthenticationError):
+        client(gw, key="tg-wrong").chat.completions.create(model="gpt-mock", messages=MESSAGES)
+    with pytest.raises(openai.NotFoundError):
+        client(gw).chat.completions.create(model="no-such-model", messages=MESSAGES)
+
+    time.sleep(0.3)
+    assert len(gw.usage()) == before_usage
+    assert gw.balance_micros(gw.org) == before_balance
+
+
+def test_revoked_key_is_refused(gw):
+    key = gw.cli("keys", "create", "--org", gw.org, "--name", "short-lived")
+    assert client(gw, key).chat.completions.create(model="gpt-mock", messages=MESSAGES).choices
+    key_id = [line.split()[0] for line in gw.cli("keys", "list", "--org", gw.org).splitlines()
+              if "short-lived" in line][0]
+    gw.cli("keys", "revoke", key_id)
+    time.sleep(2.5)  # key records are cached for at most 2 s
+    with pytest.raises(openai.AuthenticationError):
+        client(gw, key).chat.completions.create(model="gpt-mock", messages=MESSAGES)
+
+
+@pytest.mark.parametrize("model,failing,status", [("fallback-429", "fail_429", 429), ("fallback-500", "fail_500", 500)])
+def test_fallback_to_second_provider(gw, model, failing, status):
+    resp = client(gw).chat.completions.with_raw_response.create(model=model, messages=MESSAGES)
+    assert resp.parse().choices[0].message.content == EXPECTED
+    event = settled(gw, resp.headers["x-request-id"])
+    attempts = json.loads(event["attempts"])
+    assert [(a["provider"], a["status"]) for a in attempts] == [(failing, status), ("openai_ok", 200)]
+    assert event["provider"] == "openai_ok"
+
+
+def test_all_providers_failing_reports_the_last_status(gw):
+    with pytest.raises(openai.RateLimitError):
+        client(gw).chat.completions.create(model="always-429", messages=MESSAGES)
+
+
+@pytest.mark.parametrize("model", ["cut-openai", "cut-anthropic"])
+def test_stream_cut_mid_way_ends_with_error_event_and_partial_charge(gw, model):
+    before = gw.balance_micros(gw.org)
+    stream = client(gw).chat.completions.with_raw_response.create(model=model, messages=MESSAGES, stream=True)
+    received = ""
+    with pytest.raises(openai.APIError) as info:
+        for chunk in stream.parse():
+            if chunk.choices:
+                received += chunk.choices[0].delta.content or ""
+    assert "interrupted" in str(info.value)
+    assert received == "Hello from"
+    event = settled(gw, stream.headers["x-request-id"])
+    attempts = json.loads(event["attempts"])
+    assert attempts[-1]["error"] == "stream-cut"
+    # Output charged for what arrived (~4 characters a token), never the full answer.
+    assert event["output_tokens"] == math.ceil(len(received) / 4)
+    assert event["output_tokens"] < 6
+    assert gw.balance_micros(gw.org) == before - event["cost_micros"]
+
+
+def test_tls_upstream_with_test_ca(gw):
+    completion = client(gw).chat.completions.create(model="tls-mock", messages=MESSAGES)
+    assert completion.choices[0].message.content == EXPECTED
+    assert gw.mocks["openai_tls"].requests, "the TLS mock was not reached"
+
+
+def test_models_list(gw):
+    models = client(gw).models.list()
+    ids = {m.id for m in models.data}
+    assert {"gpt-mock", "claude-mock"} <= ids
+    for m in models.data:
+        validate("Model", m.model_dump())
+
+
+def test_plugin_swapped_on_disk_while_requests_flow(gw):
+    failures, done = [], threading.Event()
+    count = [0]
+
+    def load():
+        c = client(gw)
+        while not done.is_set():
+            try:
+                r = c.chat.completions.create(model="gpt-mock", messages=MESSAGES)
+                assert r.choices[0].message.content == EXPECTED
+                count[0] += 1
+            except Exception as e:  # noqa: BLE001 - every failure counts
+                failures.append(repr(e))
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    before = {p["name"]: p["active"]["sha256"] for p in gw.admin("/admin/plugins") if p["active"]}
+    target = gw.plugin_dir / "retention-metadata-only.wasm"
+    tmp = gw.plugin_dir / ".swap.tmp"
+    from conftest import TEST_PLUGINS
+    shutil.copy(TEST_PLUGINS / "trivial-logging.wasm", tmp)
+    tmp.rename(target)
+    deadline = time.time() + 5
+    while time.time() < deadline:
+        now = {p["name"]: p["active"]["sha256"] for p in gw.admin("/admin/plugins") if p["active"]}
+        if now["retention-metadata-only"] != before["retention-metadata-only"]:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("swapped plugin not picked up")
+    time.sleep(0.5)
+    done.set()
+    for t in threads:
+        t.join()
+    assert failures == [], failures[:3]
+    assert count[0] > 10
