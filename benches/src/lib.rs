@@ -1,5 +1,9 @@
-//! Tollgate benchmarks. `benches/plugin_calls.rs` (criterion) measures the plugin host; see
-//! `docs/benchmarks.md` for the method and the latest figures.
+//! Tollgate benchmarks: `benches/plugin_calls.rs` (criterion) measures the plugin host;
+//! `loadbench` (this crate's binary) runs direct vs gateway loads. See `docs/benchmarks.md`.
+
+pub mod driver;
+pub mod mock;
+pub mod procstat;
 
 use std::path::{Path, PathBuf};
 

@@ -190,7 +190,7 @@ async fn manage(config: Config, command: Command) -> Result<()> {
         Command::Orgs {
             command: OrgsCommand::List,
         } => {
-            println!("{:<30} {:<24} {}", "ID", "NAME", "RETENTION");
+            println!("{:<30} {:<24} RETENTION", "ID", "NAME");
             for o in store.orgs().await? {
                 println!(
                     "{:<30} {:<24} {} ({} days)",

@@ -80,14 +80,6 @@ fn head(token: &str) -> RequestHead {
     }
 }
 
-fn principal() -> Principal {
-    Principal {
-        org_id: "org-1".into(),
-        key_id: "key-1".into(),
-        attributes: vec![],
-    }
-}
-
 fn summary() -> RequestSummary {
     RequestSummary {
         format: ApiFormat::OpenaiChat,

@@ -1,0 +1,424 @@
+//! `loadbench`: direct-to-mock vs Tollgate (all five plugin stages on), same mock, same machine,
+//! same run. See docs/benchmarks.md.
+//!
+//! ```text
+//! scripts/build-plugins && cargo build --release -p tollgate
+//! cargo run -p benches --release --bin loadbench -- --duration 10
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use benches::driver::{self, LoadResult, LoadSpec};
+use benches::mock::{self, MockOptions};
+use benches::procstat::ProcStat;
+use bytes::Bytes;
+use clap::Parser;
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// Measured seconds per scenario.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Warm-up seconds per scenario (not measured).
+    #[arg(long, default_value_t = 2)]
+    warmup: u64,
+    /// Concurrency levels.
+    #[arg(long, value_delimiter = ',', default_value = "1,64")]
+    concurrency: Vec<usize>,
+    /// Upper bound on measured requests per scenario.
+    #[arg(long, default_value_t = 2_000_000)]
+    max_requests: u64,
+    /// Streamed chunks per answer and delay between them (ms).
+    #[arg(long, default_value_t = 20)]
+    chunks: usize,
+    #[arg(long, default_value_t = 0)]
+    chunk_delay_ms: u64,
+    /// The gateway binary.
+    #[arg(long, default_value = "target/release/tollgate")]
+    tollgate: PathBuf,
+    /// Where the report goes (Markdown and JSON).
+    #[arg(long, default_value = "target/bench")]
+    out: PathBuf,
+    /// Only these scenarios (comma-separated names); default all.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+}
+
+/// ~1 KB OpenAI chat request.
+fn chat_body(model: &str, stream: bool) -> Bytes {
+    let text = "Summarise the following notes for a status update. ".repeat(4);
+    let body = serde_json::json!({
+        "model": model,
+        "stream": stream,
+        "max_tokens": 256,
+        "messages": [
+            {"role": "system", "content": "You are a concise assistant that writes short status updates."},
+            {"role": "user", "content": text},
+            {"role": "assistant", "content": "Understood. Please send the notes."},
+            {"role": "user", "content": format!("Notes: {}", "build green, tests added, docs pending; ".repeat(8))}
+        ]
+    });
+    Bytes::from(body.to_string())
+}
+
+struct Gateway {
+    child: Child,
+    api: String,
+    key: String,
+    plugin_dir: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn start_gateway(
+    bin: &Path,
+    openai: std::net::SocketAddr,
+    anthropic: std::net::SocketAddr,
+) -> Result<Gateway> {
+    let dir = tempfile::tempdir()?;
+    let plugin_dir = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugin_dir)?;
+    for entry in
+        std::fs::read_dir("target/plugins").context("target/plugins: run scripts/build-plugins")?
+    {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "wasm") {
+            std::fs::copy(&path, plugin_dir.join(path.file_name().unwrap_or_default()))?;
+        }
+    }
+    let (port, admin) = (free_port()?, free_port()?);
+    let config = dir.path().join("tollgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:{port}"
+admin_listen = "127.0.0.1:{admin}"
+data_dir = "{data}"
+threads = 2
+[plugins]
+dir = "{plugins}"
+[providers.mock-openai]
+base_url = "http://{openai}"
+api_key_env = "BENCH_KEY"
+transform = "provider-openai"
+[providers.mock-anthropic]
+base_url = "http://{anthropic}"
+api_key_env = "BENCH_KEY"
+transform = "provider-anthropic"
+auth = "x-api-key"
+[[models]]
+name = "bench-openai"
+routes = [{{ provider = "mock-openai", model = "gpt-bench", input_per_mtok = 0.15, output_per_mtok = 0.6 }}]
+[[models]]
+name = "bench-anthropic"
+routes = [{{ provider = "mock-anthropic", model = "claude-bench", input_per_mtok = 3.0, output_per_mtok = 15.0 }}]
+"#,
+            data = dir.path().join("data").display(),
+            plugins = plugin_dir.display(),
+        ),
+    )?;
+    let cli = |args: &[&str]| -> Result<String> {
+        let out = Command::new(bin)
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .env("TOLLGATE_KEY_SECRET", "bench")
+            .output()
+            .with_context(|| format!("running {}", bin.display()))?;
+        if !out.status.success() {
+            bail!(
+                "tollgate {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    let org = cli(&["orgs", "create", "bench"])?;
+    let key = cli(&["keys", "create", "--org", &org])?;
+    cli(&["credits", "add", "--org", &org, "--usd", "1000000"])?;
+    let child = Command::new(bin)
+        .arg("--config")
+        .arg(&config)
+        .arg("serve")
+        .env("TOLLGATE_KEY_SECRET", "bench")
+        .env("BENCH_KEY", "sk-bench")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", admin)).is_err() {
+        if Instant::now() > deadline {
+            bail!("gateway did not start");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(Gateway {
+        child,
+        api: format!("http://127.0.0.1:{port}"),
+        key,
+        plugin_dir,
+        _dir: dir,
+    })
+}
+
+struct Scenario {
+    name: &'static str,
+    url: String,
+    body: Bytes,
+    headers: Vec<(String, String)>,
+    through_gateway: bool,
+}
+
+#[derive(serde::Serialize)]
+struct Row {
+    scenario: String,
+    concurrency: usize,
+    result: LoadResult,
+    /// Gateway CPU seconds used during the measured run (None for direct runs).
+    gateway_cpu_s: Option<f64>,
+    gateway_rss_mb: Option<f64>,
+    reloads: u64,
+}
+
+fn us(v: u64) -> String {
+    if v >= 10_000 {
+        format!("{:.1} ms", v as f64 / 1000.0)
+    } else {
+        format!("{:.3} ms", v as f64 / 1000.0)
+    }
+}
+
+fn report(rows: &[Row], idle_rss: f64, machine: &str) -> String {
+    let mut md = String::new();
+    md.push_str(&format!(
+        "Machine: {machine}. Gateway RSS idle after start: {idle_rss:.1} MB.\n\n"
+    ));
+    md.push_str("| scenario | c | req/s | vs direct | p50 | p90 | p99 | p99.9 | first byte p50 | added p50 | errors | gw CPU s | gw RSS MB |\n");
+    md.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    for r in rows {
+        let base = if r.scenario.contains("stream") {
+            "direct-stream"
+        } else {
+            "direct"
+        };
+        let direct = rows
+            .iter()
+            .find(|d| d.scenario == base && d.concurrency == r.concurrency);
+        let ratio = direct.map_or("-".into(), |d| {
+            format!("{:.2}", r.result.rps / d.result.rps.max(1e-9))
+        });
+        let added = direct.map_or("-".into(), |d| {
+            let (a, b) = if r.scenario.contains("stream") {
+                (r.result.first_byte.p50_us, d.result.first_byte.p50_us)
+            } else {
+                (r.result.total.p50_us, d.result.total.p50_us)
+            };
+            format!("{:+.3} ms", (a as f64 - b as f64) / 1000.0)
+        });
+        let errors: u64 = r.result.errors.values().sum();
+        md.push_str(&format!(
+            "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            r.scenario,
+            r.concurrency,
+            r.result.rps,
+            ratio,
+            us(r.result.total.p50_us),
+            us(r.result.total.p90_us),
+            us(r.result.total.p99_us),
+            us(r.result.total.p999_us),
+            us(r.result.first_byte.p50_us),
+            added,
+            if errors == 0 {
+                "0".to_string()
+            } else {
+                format!("{errors} {:?}", r.result.errors)
+            },
+            r.gateway_cpu_s.map_or("-".into(), |c| format!("{c:.1}")),
+            r.gateway_rss_mb.map_or("-".into(), |m| format!("{m:.1}")),
+        ));
+    }
+    md
+}
+
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
+    format!("{cpus} CPUs ({model})")
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let opts = MockOptions {
+        chunks: args.chunks,
+        chunk_delay: Duration::from_millis(args.chunk_delay_ms),
+        ..MockOptions::default()
+    };
+    let openai = mock::start(opts.clone()).await?;
+    let anthropic = mock::start(opts).await?;
+    let gw = start_gateway(&args.tollgate, openai, anthropic)?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pid = gw.child.id();
+    let idle_rss = ProcStat::read(pid).map(|s| s.rss_mb).unwrap_or(0.0);
+    let auth = vec![("authorization".to_string(), format!("Bearer {}", gw.key))];
+    let openai_url = format!("http://{openai}/v1/chat/completions");
+    let gateway_url = format!("{}/v1/chat/completions", gw.api);
+    let scenario = |name, url: &String, model, stream, headers: &Vec<(String, String)>| Scenario {
+        name,
+        url: url.clone(),
+        body: chat_body(model, stream),
+        headers: headers.clone(),
+        through_gateway: url == &gateway_url,
+    };
+    let none = Vec::new();
+    let scenarios = [
+        scenario("direct", &openai_url, "gpt-bench", false, &none),
+        scenario(
+            "tollgate-openai",
+            &gateway_url,
+            "bench-openai",
+            false,
+            &auth,
+        ),
+        scenario(
+            "tollgate-anthropic",
+            &gateway_url,
+            "bench-anthropic",
+            false,
+            &auth,
+        ),
+        scenario("direct-stream", &openai_url, "gpt-bench", true, &none),
+        scenario(
+            "tollgate-openai-stream",
+            &gateway_url,
+            "bench-openai",
+            true,
+            &auth,
+        ),
+        scenario(
+            "tollgate-openai-reload",
+            &gateway_url,
+            "bench-openai",
+            false,
+            &auth,
+        ),
+    ];
+    let mut rows = Vec::new();
+    for &c in &args.concurrency {
+        for Scenario {
+            name,
+            url,
+            body,
+            headers,
+            through_gateway,
+        } in &scenarios
+        {
+            if !args.only.is_empty() && !args.only.iter().any(|o| o == name) {
+                continue;
+            }
+            let spec = LoadSpec {
+                url: url.clone(),
+                body: body.clone(),
+                headers: headers.clone(),
+                concurrency: c,
+                warmup: Duration::from_secs(args.warmup),
+                duration: Duration::from_secs(args.duration),
+                max_requests: args.max_requests,
+            };
+            // The reload scenario swaps a plugin file every 500 ms during the run.
+            let reloader = (*name == "tollgate-openai-reload").then(|| {
+                let dir = gw.plugin_dir.clone();
+                let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+                let (s, n) = (stop.clone(), count.clone());
+                let handle = std::thread::spawn(move || {
+                    let target = dir.join("retention-metadata-only.wasm");
+                    let versions = [
+                        std::fs::read(&target).unwrap_or_default(),
+                        std::fs::read("target/test-plugins/trivial-logging.wasm")
+                            .unwrap_or_default(),
+                    ];
+                    let mut i = 0;
+                    while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(500));
+                        i += 1;
+                        let tmp = dir.join(".swap.tmp");
+                        if std::fs::write(&tmp, &versions[i % 2]).is_ok()
+                            && std::fs::rename(&tmp, &target).is_ok()
+                        {
+                            n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                });
+                (stop, count, handle)
+            });
+            let before = ProcStat::read(pid);
+            let result = driver::run(spec).await;
+            let after = ProcStat::read(pid);
+            let reloads = match reloader {
+                Some((stop, count, handle)) => {
+                    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                    let _ = handle.join();
+                    count.load(std::sync::atomic::Ordering::Relaxed)
+                }
+                None => 0,
+            };
+            let (cpu, rss) = match (before, after) {
+                (Some(b), Some(a)) if *through_gateway => {
+                    (Some(a.cpu_seconds - b.cpu_seconds), Some(a.rss_mb))
+                }
+                _ => (None, None),
+            };
+            eprintln!(
+                "{name} c{c}: {:.0} req/s, p50 {} us, errors {:?}",
+                result.rps, result.total.p50_us, result.errors
+            );
+            rows.push(Row {
+                scenario: name.to_string(),
+                concurrency: c,
+                result,
+                gateway_cpu_s: cpu,
+                gateway_rss_mb: rss,
+                reloads,
+            });
+        }
+    }
+    let md = report(&rows, idle_rss, &machine());
+    std::fs::create_dir_all(&args.out)?;
+    std::fs::write(args.out.join("loadbench.md"), &md)?;
+    std::fs::write(
+        args.out.join("loadbench.json"),
+        serde_json::to_string_pretty(&serde_json::json!({
+            "machine": machine(), "idle_rss_mb": idle_rss, "rows": rows,
+        }))?,
+    )?;
+    println!("{md}");
+    Ok(())
+}
