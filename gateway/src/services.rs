@@ -5,7 +5,7 @@
 //! caches, and the host functions then answer from memory. Caches are short-lived and updated
 //! in place on local changes (a settled charge lowers the cached balance at once).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
@@ -19,6 +19,7 @@ pub struct GatewayServices {
     /// key hash -> (fetched at, key record). None: no such key (cached too, against floods).
     keys: moka::sync::Cache<String, (Instant, Option<ApiKeyInfo>)>,
     balances: moka::sync::Cache<String, (Instant, Option<i64>)>,
+    refreshing: Refreshing,
     prices: HashMap<(String, String), Price>,
 }
 
@@ -28,10 +29,59 @@ const KEY_TTL: Duration = Duration::from_secs(2);
 /// How long a balance read from the database is trusted before re-reading.
 const BALANCE_TTL: Duration = Duration::from_secs(2);
 
-// Entries live twice as long as they are trusted: a prefetch refreshes anything older than the
-// trust period, so the plugin call that follows it always finds the entry still there.
-fn fresh<T>(entry: Option<(Instant, T)>, ttl: Duration) -> bool {
-    entry.is_some_and(|(at, _)| at.elapsed() < ttl)
+/// Entries live twice as long as they are trusted. Past the trust period one request refreshes
+/// an entry while concurrent ones keep using it (no stampede on the database), and the plugin
+/// call that follows a prefetch always finds the entry still there.
+enum Freshness {
+    Fresh,
+    Stale,
+    Missing,
+}
+
+fn freshness<T>(entry: Option<(Instant, T)>, ttl: Duration) -> Freshness {
+    match entry {
+        Some((at, _)) if at.elapsed() < ttl => Freshness::Fresh,
+        Some(_) => Freshness::Stale,
+        None => Freshness::Missing,
+    }
+}
+
+/// Keys being refreshed right now; a claim is released when dropped.
+#[derive(Default)]
+struct Refreshing(parking_lot::Mutex<HashSet<String>>);
+
+struct Claim<'a>(&'a Refreshing, String);
+
+impl Refreshing {
+    fn claim(&self, key: &str) -> Option<Claim<'_>> {
+        self.0
+            .lock()
+            .insert(key.to_string())
+            .then(|| Claim(self, key.to_string()))
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.0 .0.lock().remove(&self.1);
+    }
+}
+
+/// Whether a prefetch must read the database now.
+fn must_refresh<'a, T>(
+    entry: Option<(Instant, T)>,
+    ttl: Duration,
+    refreshing: &'a Refreshing,
+    key: &str,
+) -> (bool, Option<Claim<'a>>) {
+    match freshness(entry, ttl) {
+        Freshness::Fresh => (false, None),
+        Freshness::Missing => (true, None),
+        Freshness::Stale => match refreshing.claim(key) {
+            Some(claim) => (true, Some(claim)),
+            None => (false, None),
+        },
+    }
 }
 
 impl GatewayServices {
@@ -62,6 +112,7 @@ impl GatewayServices {
                 .time_to_live(BALANCE_TTL * 2)
                 .build(),
             prices,
+            refreshing: Refreshing::default(),
         }
     }
 
@@ -77,7 +128,9 @@ impl GatewayServices {
     /// Makes sure the key record for `presented` is in memory for the auth plugin.
     pub async fn prefetch_key(&self, presented: &str) -> Result<(), StoreError> {
         let hash = self.hash(presented);
-        if fresh(self.keys.get(&hash), KEY_TTL) {
+        let (refresh, _claim) =
+            must_refresh(self.keys.get(&hash), KEY_TTL, &self.refreshing, &hash);
+        if !refresh {
             return Ok(());
         }
         let info = self.store.key_by_hash(&hash).await?.map(|k| ApiKeyInfo {
@@ -94,7 +147,14 @@ impl GatewayServices {
 
     /// Makes sure the org's balance is in memory for the billing plugin.
     pub async fn prefetch_balance(&self, org_id: &str) -> Result<(), StoreError> {
-        if fresh(self.balances.get(org_id), BALANCE_TTL) {
+        let claim_key = format!("balance:{org_id}");
+        let (refresh, _claim) = must_refresh(
+            self.balances.get(org_id),
+            BALANCE_TTL,
+            &self.refreshing,
+            &claim_key,
+        );
+        if !refresh {
             return Ok(());
         }
         let balance = self.store.balance(org_id).await?;

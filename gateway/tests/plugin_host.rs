@@ -431,6 +431,44 @@ fn instances_are_pooled_recycled_or_fresh_per_call() {
     assert_eq!(pooled.stats.instantiations.load(Ordering::Relaxed), 1);
 }
 
+#[test]
+fn instances_past_the_memory_threshold_are_recycled() {
+    let mut settings = SettingsTable::default();
+    settings.by_name.insert(
+        "trivial-auth".into(),
+        // Any instance's memory is above 1 byte: every call recycles its instance.
+        PluginSettings {
+            recycle_memory_bytes: 1,
+            ..PluginSettings::default()
+        },
+    );
+    let reg = registry_with(settings);
+    let plugin = reg.load_file(&test_plugin("trivial-auth")).unwrap();
+    for _ in 0..5 {
+        plugin.authenticate("r", &head("ok")).unwrap().unwrap();
+    }
+    assert_eq!(plugin.idle_instances(), 0);
+    assert_eq!(plugin.stats.instantiations.load(Ordering::Relaxed), 5);
+}
+
+#[test]
+fn engine_falls_back_when_the_pool_cannot_be_reserved() {
+    // 1M instances of 64 GiB memories cannot be reserved in a 47-bit address space.
+    let engine = PluginEngine::new(EngineOptions {
+        pool_total_instances: 1_000_000,
+        max_memory_bytes: 64 << 30,
+        ..EngineOptions::default()
+    })
+    .expect("engine with fallback");
+    assert!(!engine.pooling(), "pooling should have been refused");
+    let shared = Arc::new(HostContext::new(Arc::new(Services), 100));
+    let reg =
+        PluginRegistry::new(Arc::new(engine), shared, SettingsTable::default(), None).unwrap();
+    let plugin = reg.load_file(&test_plugin("trivial-auth")).unwrap();
+    assert!(plugin.authenticate("r", &head("ok")).unwrap().is_ok());
+    assert!(self::engine().pooling(), "the default engine pools");
+}
+
 fn copy_atomically(from: &Path, to: &Path) {
     let tmp = to.with_file_name(format!(
         ".{}.tmp",

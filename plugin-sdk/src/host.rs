@@ -22,7 +22,20 @@ pub fn config() -> String {
 }
 
 /// The plugin's configuration parsed as JSON; an unparsable config yields `Value::Null`.
+///
+/// In a component the config is fixed for the instance's life, so it is fetched and parsed once
+/// per instance; natively (tests) it is read afresh so each test can install its own.
 pub fn config_json() -> serde_json::Value {
+    #[cfg(target_arch = "wasm32")]
+    {
+        static CONFIG: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+        CONFIG.get_or_init(parse_config).clone()
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    parse_config()
+}
+
+fn parse_config() -> serde_json::Value {
     serde_json::from_str(&config()).unwrap_or(serde_json::Value::Null)
 }
 

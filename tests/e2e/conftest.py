@@ -80,6 +80,7 @@ auth = "{'x-api-key' if flavour == 'anthropic' else 'bearer'}"
             "cut-openai": ["openai_cut"],
             "cut-anthropic": ["anthropic_cut"],
             "tls-mock": ["openai_tls"],
+            "drip-mock": ["openai_drip"],
         }
         model_text = ""
         for name, routes in models.items():
@@ -171,6 +172,7 @@ def gw(request, tmp_path_factory, test_ca):
         "openai_cut": MockProvider("openai", "cut:2"),
         "anthropic_cut": MockProvider("anthropic", "cut:2"),
         "openai_tls": MockProvider("openai", tls_cert=server_cert),
+        "openai_drip": MockProvider("openai", "drip:100"),
     }
     g = Gateway(tmp_path_factory.mktemp(f"gw-{db}"), db, mocks, ca_file)
     g.db = db

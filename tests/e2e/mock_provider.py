@@ -6,6 +6,7 @@ Each server has a `behaviour`:
   "status:<code>"   answer every request with that HTTP status and a provider-shaped error
   "cut:<n>"         stream <n> content chunks, then drop the connection mid-stream
   "slow:<ms>"       wait before answering
+  "drip:<ms>"       stream slowly (a chunk every <ms>); `client_gone` is set when a write fails
 It records every request it received (path, headers, JSON body) in `requests`.
 """
 
@@ -113,6 +114,15 @@ class _Handler(BaseHTTPRequestHandler):
             self._chunk("data: " + json.dumps(obj) + "\n\n")
 
         chunk({"role": "assistant", "content": ""})
+        if self.server.behaviour.startswith("drip:"):
+            delay = int(self.server.behaviour.split(":")[1]) / 1000
+            try:
+                for i in range(200):
+                    time.sleep(delay)
+                    chunk({"content": f"{i} "})
+            except OSError:
+                self.server.client_gone.set()
+            return self._cut()
         cut = int(self.server.behaviour.split(":")[1]) if self.server.behaviour.startswith("cut:") else None
         for i, w in enumerate(WORDS):
             if cut is not None and i == cut:
@@ -169,6 +179,7 @@ class MockProvider(ThreadingHTTPServer):
         self.flavour = flavour
         self.behaviour = behaviour
         self.requests = []
+        self.client_gone = threading.Event()
         self.scheme = "http"
         if tls_cert:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

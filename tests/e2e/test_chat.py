@@ -221,6 +221,24 @@ def test_tls_upstream_with_test_ca(gw):
     assert gw.mocks["openai_tls"].requests, "the TLS mock was not reached"
 
 
+def test_client_disconnect_cancels_the_upstream_request(gw):
+    import socket
+    body = json.dumps({"model": "drip-mock", "stream": True, "messages": MESSAGES}).encode()
+    sock = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
+    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 + f"Authorization: Bearer {gw.key}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+    received = b""
+    while b"data:" not in received:
+        chunk = sock.recv(4096)
+        assert chunk, "connection closed before the stream started"
+        received += chunk
+    assert received.startswith(b"HTTP/1.1 200")
+    sock.close()
+    # The gateway notices at its next write and drops the upstream connection; the provider's
+    # next write then fails (instead of streaming 200 chunks, ~20 s, to nobody).
+    assert gw.mocks["openai_drip"].client_gone.wait(5), "upstream kept streaming after the client left"
+
+
 def test_models_list(gw):
     models = client(gw).models.list()
     ids = {m.id for m in models.data}

@@ -179,6 +179,49 @@ routes = [{{ provider = "mock-anthropic", model = "claude-bench", input_per_mtok
     })
 }
 
+/// The bare Pingora pass-through (built next to the gateway binary), if present.
+struct Bare {
+    child: Option<Child>,
+    url: String,
+}
+
+impl Drop for Bare {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.child {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn start_bare_pingora(tollgate: &Path, upstream: std::net::SocketAddr) -> Result<Bare> {
+    let bin = tollgate.with_file_name("bare_pingora");
+    let port = free_port()?;
+    let child = Command::new(&bin)
+        .arg(format!("127.0.0.1:{port}"))
+        .arg(upstream.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| {
+            format!(
+                "starting {} (cargo build --release -p benches)",
+                bin.display()
+            )
+        })?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            bail!("bare pingora did not start");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(Bare {
+        child: Some(child),
+        url: format!("http://127.0.0.1:{port}/v1/chat/completions"),
+    })
+}
+
 struct Scenario {
     name: &'static str,
     url: String,
@@ -284,6 +327,7 @@ async fn main() -> Result<()> {
     let openai = mock::start(opts.clone()).await?;
     let anthropic = mock::start(opts).await?;
     let gw = start_gateway(&args.tollgate, openai, anthropic)?;
+    let bare = start_bare_pingora(&args.tollgate, openai)?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let pid = gw.child.id();
     let idle_rss = ProcStat::read(pid).map(|s| s.rss_mb).unwrap_or(0.0);
@@ -300,6 +344,7 @@ async fn main() -> Result<()> {
     let none = Vec::new();
     let scenarios = [
         scenario("direct", &openai_url, "gpt-bench", false, &none),
+        scenario("bare-pingora", &bare.url, "gpt-bench", false, &none),
         scenario(
             "tollgate-openai",
             &gateway_url,

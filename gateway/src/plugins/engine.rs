@@ -29,7 +29,8 @@ pub struct EngineOptions {
 impl Default for EngineOptions {
     fn default() -> Self {
         EngineOptions {
-            epoch_tick: Duration::from_millis(1),
+            // Deadlines are tens of ms; a finer tick only adds wakeups on a busy machine.
+            epoch_tick: Duration::from_millis(5),
             pooling: true,
             pool_total_instances: 1000,
             max_memory_bytes: 256 << 20,

@@ -395,65 +395,79 @@ impl Store {
         Ok(())
     }
 
-    /// Spendable balance: unexpired grants minus all charges. None for an unknown org.
+    /// Spendable balance: unexpired grants minus all charges. None for an unknown org. Reads
+    /// the org's grants (few) and its running charge total (one row), never the charges.
     pub async fn balance(&self, org_id: &str) -> Result<Option<i64>> {
-        let exists = sqlx::query("SELECT id FROM orgs WHERE id = $1")
-            .bind(org_id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db("checking an org"))?;
-        if exists.is_none() {
-            return Ok(None);
-        }
         let row = sqlx::query(
             "SELECT \
-               CAST(COALESCE(SUM(CASE WHEN kind = 'grant' AND (expires_at = 0 OR expires_at > $2) \
-                                     THEN amount_micros ELSE 0 END), 0) AS BIGINT) AS granted, \
-               CAST(COALESCE(SUM(CASE WHEN kind = 'charge' THEN amount_micros ELSE 0 END), 0) AS BIGINT) AS charged \
-             FROM credit_ledger WHERE org_id = $1",
+               CAST(COALESCE((SELECT SUM(amount_micros) FROM credit_ledger \
+                    WHERE org_id = o.id AND kind = 'grant' AND (expires_at = 0 OR expires_at > $2)), 0) AS BIGINT) AS granted, \
+               CAST(COALESCE((SELECT charged_micros FROM credit_accounts WHERE org_id = o.id), 0) AS BIGINT) AS charged \
+             FROM orgs o WHERE o.id = $1",
         )
         .bind(org_id)
         .bind(now_ms())
-        .fetch_one(&self.pool)
+        .fetch_optional(&self.pool)
         .await
         .map_err(db("computing a balance"))?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
         let granted: i64 = row.try_get("granted").map_err(db("reading a balance"))?;
         let charged: i64 = row.try_get("charged").map_err(db("reading a balance"))?;
         Ok(Some(granted - charged))
     }
 
     /// Writes usage events and their charges in one transaction. A request id already recorded
-    /// is skipped (usage and charge are recorded exactly once).
+    /// is skipped (usage and charge are recorded exactly once). Events go in multi-row inserts;
+    /// each new charge also moves its org's running total.
     pub async fn record_usage(&self, events: &[UsageEvent], charges: &[ChargeEntry]) -> Result<()> {
+        // 17 columns x 100 rows stays under SQLite's and PostgreSQL's parameter limits.
+        const ROWS_PER_INSERT: usize = 100;
         let mut tx = self
             .pool
             .begin()
             .await
             .map_err(db("starting a usage batch"))?;
-        let conflict = "ON CONFLICT DO NOTHING";
-        for e in events {
-            let sql = format!(
-                "INSERT INTO usage_events ({USAGE_COLUMNS}) VALUES \
-                 ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) {conflict}"
-            );
-            sqlx::query(&sql)
-                .bind(&e.request_id)
-                .bind(&e.org_id)
-                .bind(&e.key_id)
-                .bind(&e.model)
-                .bind(&e.provider)
-                .bind(e.input_tokens)
-                .bind(e.output_tokens)
-                .bind(e.cache_read_tokens)
-                .bind(e.cache_write_tokens)
-                .bind(e.reasoning_tokens)
-                .bind(e.cost_micros)
-                .bind(e.latency_ms)
-                .bind(e.status)
-                .bind(i64::from(e.stream))
-                .bind(&e.attempts)
-                .bind(&e.client_ip)
-                .bind(e.created_at)
+        for chunk in events.chunks(ROWS_PER_INSERT) {
+            let mut sql = format!("INSERT INTO usage_events ({USAGE_COLUMNS}) VALUES ");
+            for i in 0..chunk.len() {
+                // SQLite looks named parameters up by a linear scan per bind, which makes `$n`
+                // quadratic in a 1700-parameter statement; its anonymous `?` binds by position.
+                let params: Vec<String> = match self.kind {
+                    DbKind::Sqlite => vec!["?".to_string(); 17],
+                    DbKind::Postgres => (1..=17).map(|n| format!("${}", i * 17 + n)).collect(),
+                };
+                if i > 0 {
+                    sql.push(',');
+                }
+                sql.push('(');
+                sql.push_str(&params.join(","));
+                sql.push(')');
+            }
+            sql.push_str(" ON CONFLICT DO NOTHING");
+            let mut query = sqlx::query(&sql);
+            for e in chunk {
+                query = query
+                    .bind(&e.request_id)
+                    .bind(&e.org_id)
+                    .bind(&e.key_id)
+                    .bind(&e.model)
+                    .bind(&e.provider)
+                    .bind(e.input_tokens)
+                    .bind(e.output_tokens)
+                    .bind(e.cache_read_tokens)
+                    .bind(e.cache_write_tokens)
+                    .bind(e.reasoning_tokens)
+                    .bind(e.cost_micros)
+                    .bind(e.latency_ms)
+                    .bind(e.status)
+                    .bind(i64::from(e.stream))
+                    .bind(&e.attempts)
+                    .bind(&e.client_ip)
+                    .bind(e.created_at);
+            }
+            query
                 .execute(&mut *tx)
                 .await
                 .map_err(db("recording usage"))?;
@@ -462,19 +476,29 @@ impl Store {
             if c.amount_micros == 0 {
                 continue;
             }
-            let sql = format!(
+            let inserted = sqlx::query(
                 "INSERT INTO credit_ledger (org_id, kind, amount_micros, request_id, memo, created_at) \
-                 VALUES ($1, 'charge', $2, $3, $4, $5) {conflict}"
-            );
-            sqlx::query(&sql)
+                 VALUES ($1, 'charge', $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            )
+            .bind(&c.org_id)
+            .bind(c.amount_micros)
+            .bind(&c.request_id)
+            .bind(&c.memo)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await
+            .map_err(db("recording a charge"))?;
+            if inserted.rows_affected() == 1 {
+                sqlx::query(
+                    "INSERT INTO credit_accounts (org_id, charged_micros) VALUES ($1, $2) \
+                     ON CONFLICT (org_id) DO UPDATE SET charged_micros = credit_accounts.charged_micros + $2",
+                )
                 .bind(&c.org_id)
                 .bind(c.amount_micros)
-                .bind(&c.request_id)
-                .bind(&c.memo)
-                .bind(now_ms())
                 .execute(&mut *tx)
                 .await
-                .map_err(db("recording a charge"))?;
+                .map_err(db("updating a credit account"))?;
+            }
         }
         tx.commit().await.map_err(db("committing a usage batch"))
     }
