@@ -45,6 +45,112 @@ struct Args {
     /// Only these scenarios (comma-separated names); default all.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Also measure peer gateways (LiteLLM, TensorZero) against the same mock; install them
+    /// first with benches/peers/setup.sh.
+    #[arg(long)]
+    peers: bool,
+    #[arg(long, default_value = "target/bench/peers-venv")]
+    peers_venv: PathBuf,
+}
+
+/// A peer gateway process pointed at the mock.
+struct Peer {
+    child: Child,
+    url: String,
+    headers: Vec<(String, String)>,
+    model: &'static str,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_for_port(port: u16, what: &str, secs: u64) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            bail!("{what} did not start within {secs} s");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(())
+}
+
+fn start_litellm(venv: &Path, mock: std::net::SocketAddr) -> Result<Peer> {
+    let dir = tempfile::tempdir()?;
+    let port = free_port()?;
+    let config = dir.path().join("litellm.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "model_list:\n  - model_name: bench-openai\n    litellm_params:\n      model: openai/gpt-bench\n      api_base: http://{mock}/v1\n      api_key: sk-bench\ngeneral_settings:\n  master_key: sk-bench-master\nlitellm_settings:\n  telemetry: false\n"
+        ),
+    )?;
+    let child = Command::new(venv.join("bin/litellm"))
+        .args(["--config"])
+        .arg(&config)
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--num_workers",
+            "1",
+        ])
+        .env("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+        .env("LITELLM_LOG", "ERROR")
+        .env("LITELLM_TELEMETRY", "False")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting litellm (run benches/peers/setup.sh)")?;
+    wait_for_port(port, "litellm", 120)?;
+    Ok(Peer {
+        child,
+        url: format!("http://127.0.0.1:{port}/v1/chat/completions"),
+        headers: vec![("authorization".into(), "Bearer sk-bench-master".into())],
+        model: "bench-openai",
+        _dir: dir,
+    })
+}
+
+fn start_tensorzero(venv: &Path, mock: std::net::SocketAddr) -> Result<Peer> {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("tensorzero.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[models.bench]\nrouting = [\"mock\"]\n\n[models.bench.providers.mock]\ntype = \"openai\"\nmodel_name = \"gpt-bench\"\napi_base = \"http://{mock}/v1/\"\napi_key_location = \"env::BENCH_KEY\"\n"
+        ),
+    )?;
+    let mut child = Command::new(venv.join("bin/python"))
+        .arg("benches/peers/tensorzero_gateway.py")
+        .arg(&config)
+        .env("BENCH_KEY", "sk-bench")
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting tensorzero (run benches/peers/setup.sh)")?;
+    let stdout = child.stdout.take().context("tensorzero stdout")?;
+    let mut line = String::new();
+    std::io::BufReader::new(stdout).read_line(&mut line)?;
+    let base = line.trim().trim_end_matches('/').to_string();
+    if !base.starts_with("http") {
+        bail!("tensorzero did not report its URL");
+    }
+    Ok(Peer {
+        child,
+        url: format!("{base}/openai/v1/chat/completions"),
+        headers: vec![],
+        model: "tensorzero::model_name::bench",
+        _dir: dir,
+    })
 }
 
 /// ~1 KB OpenAI chat request.
@@ -227,7 +333,8 @@ struct Scenario {
     url: String,
     body: Bytes,
     headers: Vec<(String, String)>,
-    through_gateway: bool,
+    /// The process under test, whose CPU and memory are reported (None for direct runs).
+    pid: Option<u32>,
 }
 
 #[derive(serde::Serialize)]
@@ -235,7 +342,7 @@ struct Row {
     scenario: String,
     concurrency: usize,
     result: LoadResult,
-    /// Gateway CPU seconds used during the measured run (None for direct runs).
+    /// CPU seconds the gateway under test used during the run (None for direct runs).
     gateway_cpu_s: Option<f64>,
     gateway_rss_mb: Option<f64>,
     reloads: u64,
@@ -328,6 +435,21 @@ async fn main() -> Result<()> {
     let anthropic = mock::start(opts).await?;
     let gw = start_gateway(&args.tollgate, openai, anthropic)?;
     let bare = start_bare_pingora(&args.tollgate, openai)?;
+    let mut peers = Vec::new();
+    if args.peers {
+        for (name, start) in [
+            (
+                "litellm",
+                start_litellm as fn(&Path, std::net::SocketAddr) -> Result<Peer>,
+            ),
+            ("tensorzero", start_tensorzero),
+        ] {
+            match start(&args.peers_venv, openai) {
+                Ok(peer) => peers.push((name, peer)),
+                Err(e) => eprintln!("peer {name} not measured: {e:#}"),
+            }
+        }
+    }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let pid = gw.child.id();
     let idle_rss = ProcStat::read(pid).map(|s| s.rss_mb).unwrap_or(0.0);
@@ -339,10 +461,10 @@ async fn main() -> Result<()> {
         url: url.clone(),
         body: chat_body(model, stream),
         headers: headers.clone(),
-        through_gateway: url == &gateway_url,
+        pid: (url == &gateway_url).then_some(pid),
     };
     let none = Vec::new();
-    let scenarios = [
+    let mut scenarios = vec![
         scenario("direct", &openai_url, "gpt-bench", false, &none),
         scenario("bare-pingora", &bare.url, "gpt-bench", false, &none),
         scenario(
@@ -375,6 +497,15 @@ async fn main() -> Result<()> {
             &auth,
         ),
     ];
+    for (name, peer) in &peers {
+        scenarios.push(Scenario {
+            name,
+            url: peer.url.clone(),
+            body: chat_body(peer.model, false),
+            headers: peer.headers.clone(),
+            pid: Some(peer.child.id()),
+        });
+    }
     let mut rows = Vec::new();
     for &c in &args.concurrency {
         for Scenario {
@@ -382,7 +513,7 @@ async fn main() -> Result<()> {
             url,
             body,
             headers,
-            through_gateway,
+            pid: measured,
         } in &scenarios
         {
             if !args.only.is_empty() && !args.only.iter().any(|o| o == name) {
@@ -424,9 +555,9 @@ async fn main() -> Result<()> {
                 });
                 (stop, count, handle)
             });
-            let before = ProcStat::read(pid);
+            let before = measured.and_then(ProcStat::read);
             let result = driver::run(spec).await;
-            let after = ProcStat::read(pid);
+            let after = measured.and_then(ProcStat::read);
             let reloads = match reloader {
                 Some((stop, count, handle)) => {
                     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -436,9 +567,7 @@ async fn main() -> Result<()> {
                 None => 0,
             };
             let (cpu, rss) = match (before, after) {
-                (Some(b), Some(a)) if *through_gateway => {
-                    (Some(a.cpu_seconds - b.cpu_seconds), Some(a.rss_mb))
-                }
+                (Some(b), Some(a)) => (Some(a.cpu_seconds - b.cpu_seconds), Some(a.rss_mb)),
                 _ => (None, None),
             };
             eprintln!(

@@ -55,6 +55,15 @@ struct DeltaPeek<'a> {
     content: Option<std::borrow::Cow<'a, str>>,
 }
 
+/// No tokens.
+const NO_USAGE: Usage = Usage {
+    input: 0,
+    output: 0,
+    cache_read: 0,
+    cache_write: 0,
+    reasoning: 0,
+};
+
 /// Largest upstream response body read for a non-streaming request.
 const MAX_UPSTREAM_BODY: usize = 64 << 20;
 
@@ -137,6 +146,16 @@ impl<'a> Request<'a> {
             "plugin_error",
             format!("Request failed in the gateway: {e}"),
         )
+    }
+
+    /// A stage call's outcome as the client will see it: a refusal keeps its status, a plugin
+    /// failure is a 500 naming the plugin.
+    fn stage_result<T>(&self, r: Result<Result<T, Reject>, PluginError>) -> Result<T, ApiError> {
+        match r {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(reject)) => Err(ApiError::from(&reject)),
+            Err(e) => Err(self.plugin_failed(&e)),
+        }
     }
 
     fn timed<T>(&self, stage: Stage, f: impl FnOnce() -> T) -> T {
@@ -240,11 +259,7 @@ impl<'a> Request<'a> {
             client_ip: self.client_ip.clone(),
         };
         let auth = self.plugin(&self.state.config.auth_plugin, Stage::Auth)?;
-        match self.timed(Stage::Auth, || auth.authenticate(&self.id, &head)) {
-            Ok(Ok(who)) => Ok(who),
-            Ok(Err(reject)) => Err(ApiError::from(&reject)),
-            Err(e) => Err(self.plugin_failed(&e)),
-        }
+        self.stage_result(self.timed(Stage::Auth, || auth.authenticate(&self.id, &head)))
     }
 
     /// `POST /v1/chat/completions`.
@@ -328,23 +343,19 @@ impl<'a> Request<'a> {
             .map(|c| (c.provider.clone(), c.upstream_model.clone(), c.price))
             .collect();
         let routing = self.plugin(&state.config.routing_plugin, Stage::Routing)?;
-        let attempts = match self.timed(Stage::Routing, || {
+        let attempts = self.stage_result(self.timed(Stage::Routing, || {
             routing.route(&self.id, who, summary, &candidates)
-        }) {
-            Ok(Ok(a)) if !a.is_empty() => a,
-            Ok(Ok(_)) => {
-                return Err(ApiError::new(
-                    404,
-                    "model_not_found",
-                    format!(
-                        "The model '{}' does not exist or you do not have access to it.",
-                        summary.model
-                    ),
-                ))
-            }
-            Ok(Err(reject)) => return Err(ApiError::from(&reject)),
-            Err(e) => return Err(self.plugin_failed(&e)),
-        };
+        }))?;
+        if attempts.is_empty() {
+            return Err(ApiError::new(
+                404,
+                "model_not_found",
+                format!(
+                    "The model '{}' does not exist or you do not have access to it.",
+                    summary.model
+                ),
+            ));
+        }
         let price_of = |a: &Attempt| {
             prices
                 .iter()
@@ -365,13 +376,9 @@ impl<'a> Request<'a> {
             .map_err(|e| ApiError::internal(format!("balance lookup failed: {e}")))?;
         let billing = self.plugin(&state.config.billing_plugin, Stage::Billing)?;
         let first_price = price_of(&attempts[0]);
-        match self.timed(Stage::Billing, || {
+        self.stage_result(self.timed(Stage::Billing, || {
             billing.authorize(&self.id, who, summary, &attempts[0].provider, first_price)
-        }) {
-            Ok(Ok(_)) => {}
-            Ok(Err(reject)) => return Err(ApiError::from(&reject)),
-            Err(e) => return Err(self.plugin_failed(&e)),
-        }
+        }))?;
 
         let mut records: Vec<AttemptRecord> = Vec::new();
         let mut last_failure: Option<(String, String, AttemptFailure)> = None;
@@ -393,14 +400,11 @@ impl<'a> Request<'a> {
                 upstream_model: attempt.upstream_model.clone(),
                 stream: summary.stream,
             };
-            let upstream_request = match self.timed(Stage::Transform, || {
+            // A refusal here means the request itself is bad for this provider: not something
+            // another provider fixes, so it goes straight to the client.
+            let upstream_request = self.stage_result(self.timed(Stage::Transform, || {
                 transform.transform_request(&self.id, &ctx, body)
-            }) {
-                Ok(Ok(r)) => r,
-                // The request itself is bad for this provider: not something another provider fixes.
-                Ok(Err(reject)) => return Err(ApiError::from(&reject)),
-                Err(e) => return Err(self.plugin_failed(&e)),
-            };
+            }))?;
             let stream_state = upstream_request.stream_state.clone();
             let deadline = if attempt.timeout_ms > 0 {
                 Duration::from_millis(u64::from(attempt.timeout_ms))
@@ -582,46 +586,17 @@ impl<'a> Request<'a> {
             .map_err(AttemptFailure::Other)?;
         let status = response.status;
         self.state.upstreams.release(provider, response).await;
-        let out = match self.timed(Stage::Transform, || {
+        let translated = self.timed(Stage::Transform, || {
             transform.transform_response(&self.id, ctx, status, &body)
-        }) {
-            Ok(Ok(out)) => out,
-            Ok(Err(reject)) => {
-                let err = ApiError::from(&reject);
+        });
+        let out = match self.stage_result(translated) {
+            Ok(out) => out,
+            Err(err) => {
                 self.respond_error(session, &err, &ctx.upstream_model).await;
-                return Ok((
-                    err.status,
-                    Usage {
-                        input: 0,
-                        output: 0,
-                        cache_read: 0,
-                        cache_write: 0,
-                        reasoning: 0,
-                    },
-                ));
-            }
-            Err(e) => {
-                let err = self.plugin_failed(&e);
-                self.respond_error(session, &err, &ctx.upstream_model).await;
-                return Ok((
-                    err.status,
-                    Usage {
-                        input: 0,
-                        output: 0,
-                        cache_read: 0,
-                        cache_write: 0,
-                        reasoning: 0,
-                    },
-                ));
+                return Ok((err.status, NO_USAGE));
             }
         };
-        let usage = out.usage.unwrap_or(Usage {
-            input: 0,
-            output: 0,
-            cache_read: 0,
-            cache_write: 0,
-            reasoning: 0,
-        });
+        let usage = out.usage.unwrap_or(NO_USAGE);
         let content_type = out
             .headers
             .iter()
@@ -644,13 +619,7 @@ impl<'a> Request<'a> {
         mut response: UpstreamResponse,
         provider: &str,
     ) -> (u16, Usage, Option<String>) {
-        let zero = Usage {
-            input: 0,
-            output: 0,
-            cache_read: 0,
-            cache_write: 0,
-            reasoning: 0,
-        };
+        let zero = NO_USAGE;
         let mut resp = match ResponseHeader::build(200, Some(4)) {
             Ok(r) => r,
             Err(_) => return (500, zero, Some("internal".into())),
@@ -872,13 +841,7 @@ impl<'a> Request<'a> {
         status: u16,
         records: Vec<AttemptRecord>,
     ) {
-        let zero = Usage {
-            input: 0,
-            output: 0,
-            cache_read: 0,
-            cache_write: 0,
-            reasoning: 0,
-        };
+        let zero = NO_USAGE;
         let provider = records
             .last()
             .map(|r| r.provider.clone())
