@@ -146,7 +146,12 @@ fn start_tensorzero(venv: &Path, mock: std::net::SocketAddr) -> Result<Peer> {
     }
     Ok(Peer {
         child,
-        url: format!("{base}/openai/v1/chat/completions"),
+        // The helper reports the OpenAI-compatible root (`.../openai/v1`).
+        url: if base.ends_with("/openai/v1") {
+            format!("{base}/chat/completions")
+        } else {
+            format!("{base}/openai/v1/chat/completions")
+        },
         headers: vec![],
         model: "tensorzero::model_name::bench",
         _dir: dir,
