@@ -51,6 +51,9 @@ struct Args {
     peers: bool,
     #[arg(long, default_value = "target/bench/peers-venv")]
     peers_venv: PathBuf,
+    /// Where benches/peers/setup.sh installed the Portkey gateway (npm).
+    #[arg(long, default_value = "target/bench/portkey")]
+    portkey_dir: PathBuf,
 }
 
 /// A peer gateway process pointed at the mock.
@@ -115,6 +118,38 @@ fn start_litellm(venv: &Path, mock: std::net::SocketAddr) -> Result<Peer> {
         headers: vec![("authorization".into(), "Bearer sk-bench-master".into())],
         model: "bench-openai",
         _dir: dir,
+    })
+}
+
+fn start_portkey(dir: &Path, mock: std::net::SocketAddr) -> Result<Peer> {
+    let port = free_port()?;
+    let script = dir.join("node_modules/@portkey-ai/gateway/build/start-server.js");
+    if !script.is_file() {
+        bail!("{} missing (run benches/peers/setup.sh)", script.display());
+    }
+    let loopback = std::fs::canonicalize("benches/peers/portkey/loopback.mjs")?;
+    let child = Command::new("node")
+        .arg("--import")
+        .arg(&loopback)
+        .arg(&script)
+        .arg(format!("--port={port}"))
+        .arg("--headless")
+        .env("NODE_ENV", "production")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting portkey (node)")?;
+    wait_for_port(port, "portkey", 60)?;
+    Ok(Peer {
+        child,
+        url: format!("http://127.0.0.1:{port}/v1/chat/completions"),
+        headers: vec![
+            ("x-portkey-provider".into(), "openai".into()),
+            ("x-portkey-custom-host".into(), format!("http://{mock}/v1")),
+            ("authorization".into(), "Bearer sk-bench".into()),
+        ],
+        model: "gpt-bench",
+        _dir: tempfile::tempdir()?,
     })
 }
 
@@ -442,14 +477,14 @@ async fn main() -> Result<()> {
     let bare = start_bare_pingora(&args.tollgate, openai)?;
     let mut peers = Vec::new();
     if args.peers {
-        for (name, start) in [
-            (
-                "litellm",
-                start_litellm as fn(&Path, std::net::SocketAddr) -> Result<Peer>,
-            ),
-            ("tensorzero", start_tensorzero),
-        ] {
-            match start(&args.peers_venv, openai) {
+        type Starter = fn(&Path, std::net::SocketAddr) -> Result<Peer>;
+        let starters: [(&str, &Path, Starter); 3] = [
+            ("litellm", &args.peers_venv, start_litellm),
+            ("tensorzero", &args.peers_venv, start_tensorzero),
+            ("portkey", &args.portkey_dir, start_portkey),
+        ];
+        for (name, dir, start) in starters {
+            match start(dir, openai) {
                 Ok(peer) => peers.push((name, peer)),
                 Err(e) => eprintln!("peer {name} not measured: {e:#}"),
             }
