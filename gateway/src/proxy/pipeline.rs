@@ -80,7 +80,6 @@ struct AttemptRecord {
 struct Outcome {
     status: u16,
     provider: String,
-    upstream_model: String,
     price: Price,
     usage: Usage,
 }
@@ -475,7 +474,6 @@ impl<'a> Request<'a> {
                     let outcome = Outcome {
                         status,
                         provider: provider.name.clone(),
-                        upstream_model: attempt.upstream_model.clone(),
                         price,
                         usage,
                     };
@@ -820,7 +818,6 @@ impl<'a> Request<'a> {
             .metrics
             .request_duration
             .observe(&[], self.started.elapsed());
-        let _ = &outcome.upstream_model;
         self.log(
             who,
             summary,
