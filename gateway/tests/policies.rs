@@ -1,0 +1,42 @@
+//! Every example policy in `policies/` loads, and names only plugins the project builds.
+
+use std::path::Path;
+
+use tollgate::config::Config;
+
+#[test]
+fn every_example_policy_loads_and_names_real_plugins() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(root.join("policies")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let config =
+            Config::load(Some(&path)).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+        let mut plugins = vec![
+            config.auth_plugin.clone(),
+            config.routing_plugin.clone(),
+            config.billing_plugin.clone(),
+            config.logging_plugin.clone(),
+        ];
+        plugins.extend(config.providers.values().map(|p| p.transform.clone()));
+        plugins.extend(config.plugin_settings.by_name.keys().cloned());
+        for plugin in plugins {
+            assert!(
+                root.join("plugins")
+                    .join(&plugin)
+                    .join("Cargo.toml")
+                    .is_file(),
+                "{} names plugin '{plugin}', which plugins/ does not build",
+                path.display()
+            );
+        }
+        assert!(!config.models.is_empty(), "{}: no models", path.display());
+        checked += 1;
+    }
+    assert!(checked >= 4, "only {checked} example policies found");
+    // The built-in defaults are held to the same rule.
+    Config::load(None).unwrap();
+}
