@@ -116,10 +116,6 @@ impl GatewayServices {
         }
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
     /// The keyed hash of a presented key.
     pub fn hash(&self, presented: &str) -> String {
         crate::keys::keyed_hash(&self.secret, presented)
@@ -171,12 +167,6 @@ impl GatewayServices {
                 (at, Some(b.saturating_sub(amount_micros))),
             );
         }
-    }
-
-    /// Forgets cached state for a key or org (after a change made through this process).
-    pub fn invalidate(&self) {
-        self.keys.invalidate_all();
-        self.balances.invalidate_all();
     }
 }
 

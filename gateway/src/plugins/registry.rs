@@ -179,11 +179,6 @@ impl PluginRegistry {
         &self.shared
     }
 
-    /// Replaces the per-plugin settings; takes effect for versions loaded afterwards.
-    pub fn set_settings(&self, settings: SettingsTable) {
-        self.settings.store(Arc::new(settings));
-    }
-
     /// The version of `name` currently serving calls.
     pub fn get(&self, name: &str) -> Option<Arc<LoadedPlugin>> {
         self.plugins.load().get(name).cloned()

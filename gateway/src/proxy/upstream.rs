@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -288,6 +287,3 @@ pub async fn read_body(session: &mut HttpSession, limit: usize) -> Result<Vec<u8
         }
     }
 }
-
-/// Shared handle.
-pub type SharedUpstreams = Arc<Upstreams>;

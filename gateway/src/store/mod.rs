@@ -231,10 +231,6 @@ impl Store {
         self.kind
     }
 
-    pub fn pool(&self) -> &AnyPool {
-        &self.pool
-    }
-
     pub async fn close(&self) {
         self.pool.close().await
     }
