@@ -18,6 +18,8 @@ pub struct ApiError {
     /// Machine-readable code (`invalid_api_key`, `insufficient_credits`, ...).
     pub code: String,
     pub message: String,
+    /// The request field at fault, when there is one (OpenAI's `param`).
+    pub param: Option<String>,
 }
 
 impl ApiError {
@@ -26,13 +28,19 @@ impl ApiError {
             status,
             code: code.to_string(),
             message: message.into(),
+            param: None,
         }
+    }
+
+    pub fn with_param(mut self, param: &str) -> Self {
+        self.param = Some(param.to_string());
+        self
     }
 
     /// The OpenAI `type` for a status.
     fn openai_type(&self) -> &'static str {
         match self.status {
-            400 | 404 | 405 | 409 | 413 | 415 | 422 => "invalid_request_error",
+            400 | 404 | 405 | 408 | 409 | 413 | 415 | 422 | 431 => "invalid_request_error",
             401 => "authentication_error",
             402 => "insufficient_quota",
             403 => "permission_error",
@@ -50,7 +58,7 @@ impl ApiError {
             404 => "not_found_error",
             413 => "request_too_large",
             429 => "rate_limit_error",
-            529 => "overloaded_error",
+            503 | 529 => "overloaded_error",
             400..=499 => "invalid_request_error",
             _ => "api_error",
         }
@@ -59,7 +67,7 @@ impl ApiError {
     pub fn body(&self, format: ClientFormat) -> Vec<u8> {
         let value = match format {
             ClientFormat::OpenAi => json!({"error": {
-                "message": self.message, "type": self.openai_type(), "param": null, "code": self.code}}),
+                "message": self.message, "type": self.openai_type(), "param": self.param, "code": self.code}}),
             ClientFormat::Anthropic => json!({"type": "error", "error": {
                 "type": self.anthropic_type(), "message": self.message}}),
         };

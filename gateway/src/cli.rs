@@ -532,6 +532,10 @@ fn serve(config: Config) -> Result<()> {
         services,
         usage: usage.clone(),
         metrics: Default::default(),
+        connections: crate::proxy::front_door::Connections::new(
+            config.downstream.max_connections,
+            config.downstream.max_connections_per_ip,
+        ),
         config,
     });
     let mut server = build_server(state)?;

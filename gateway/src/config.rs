@@ -40,6 +40,15 @@ mod schema {
         pub grace_period_seconds: Option<u64>,
         pub data_dir: Option<PathBuf>,
         pub key_secret_env: Option<String>,
+        pub metrics_require_token: Option<bool>,
+        pub header_timeout_ms: Option<u64>,
+        pub keepalive_timeout_ms: Option<u64>,
+        pub client_write_timeout_ms: Option<u64>,
+        pub max_connections: Option<usize>,
+        pub max_connections_per_ip: Option<usize>,
+        pub max_header_bytes: Option<usize>,
+        pub max_headers: Option<usize>,
+        pub max_requests_per_connection: Option<u32>,
     }
 
     #[derive(Debug, Deserialize, Default)]
@@ -86,7 +95,14 @@ mod schema {
     pub struct Limits {
         pub max_body_bytes: Option<usize>,
         pub connect_timeout_ms: Option<u64>,
+        pub first_byte_timeout_ms: Option<u64>,
+        pub stall_timeout_ms: Option<u64>,
         pub upstream_timeout_ms: Option<u64>,
+        pub body_timeout_ms: Option<u64>,
+        pub max_upstream_body_bytes: Option<usize>,
+        pub max_n: Option<u32>,
+        pub max_output_tokens: Option<u64>,
+        pub max_json_depth: Option<usize>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -177,6 +193,48 @@ pub struct Route {
     pub price: Price,
 }
 
+/// What a client connection may hold, and for how long (the front door enforces these before a
+/// request reaches the pipeline).
+#[derive(Debug, Clone)]
+pub struct DownstreamLimits {
+    /// The whole request header must arrive within this, counted from its first byte.
+    pub header_timeout: Duration,
+    /// An idle keep-alive connection (or one that sent nothing yet) is closed after this.
+    pub keepalive_timeout: Duration,
+    /// A client that does not read its response is dropped after a write blocks this long.
+    pub write_timeout: Duration,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    /// Requests served on one connection before it is closed (0 = no limit).
+    pub max_requests_per_connection: u32,
+    /// The whole request body must arrive within this.
+    pub body_timeout: Duration,
+    pub max_body_bytes: usize,
+}
+
+/// Bounds on each phase of an upstream attempt.
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamLimits {
+    pub connect: Duration,
+    /// From the request written to the response header.
+    pub first_byte: Duration,
+    /// Longest gap between two reads of the response body (or two SSE events).
+    pub stall: Duration,
+    /// The whole attempt, connect to the last byte.
+    pub total: Duration,
+    pub max_body_bytes: usize,
+}
+
+/// What the gateway accepts in a request body before anything is routed or charged.
+#[derive(Debug, Clone, Copy)]
+pub struct ValidationLimits {
+    pub max_n: u32,
+    pub max_output_tokens: u64,
+    pub max_json_depth: usize,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: String,
@@ -197,12 +255,27 @@ pub struct Config {
     pub routing_plugin: String,
     pub billing_plugin: String,
     pub logging_plugin: String,
-    pub max_body_bytes: usize,
-    pub connect_timeout: Duration,
-    pub upstream_timeout: Duration,
+    pub metrics_require_token: bool,
+    pub downstream: DownstreamLimits,
+    pub upstream: UpstreamLimits,
+    pub validation: ValidationLimits,
     pub providers: BTreeMap<String, Provider>,
     /// Model name -> routes in policy order.
     pub models: BTreeMap<String, Vec<Route>>,
+}
+
+/// A duration in milliseconds from the file, else the defaults, else `fallback`; 0 is refused by
+/// clamping to 1 ms so no bound silently disappears.
+fn ms(file: Option<u64>, defaults: Option<u64>, fallback: u64) -> Duration {
+    Duration::from_millis(file.or(defaults).unwrap_or(fallback).max(1))
+}
+
+/// A count that must be at least 1.
+fn positive(v: Option<usize>, fallback: usize, what: &str) -> Result<usize> {
+    match v.unwrap_or(fallback) {
+        0 => bail!("{what} must be at least 1"),
+        n => Ok(n),
+    }
 }
 
 fn usd_per_mtok(v: f64, what: &str) -> Result<u64> {
@@ -438,23 +511,103 @@ impl Config {
                 d.stages.logging,
                 "retention-metadata-only",
             ),
-            max_body_bytes: f
-                .limits
-                .max_body_bytes
-                .or(d.limits.max_body_bytes)
-                .unwrap_or(4 << 20),
-            connect_timeout: Duration::from_millis(
-                f.limits
-                    .connect_timeout_ms
-                    .or(d.limits.connect_timeout_ms)
-                    .unwrap_or(5_000),
-            ),
-            upstream_timeout: Duration::from_millis(
-                f.limits
-                    .upstream_timeout_ms
-                    .or(d.limits.upstream_timeout_ms)
-                    .unwrap_or(300_000),
-            ),
+            metrics_require_token: f
+                .server
+                .metrics_require_token
+                .or(d.server.metrics_require_token)
+                .unwrap_or(false),
+            downstream: DownstreamLimits {
+                header_timeout: ms(
+                    f.server.header_timeout_ms,
+                    d.server.header_timeout_ms,
+                    10_000,
+                ),
+                keepalive_timeout: ms(
+                    f.server.keepalive_timeout_ms,
+                    d.server.keepalive_timeout_ms,
+                    60_000,
+                ),
+                write_timeout: ms(
+                    f.server.client_write_timeout_ms,
+                    d.server.client_write_timeout_ms,
+                    30_000,
+                ),
+                max_connections: positive(
+                    f.server.max_connections.or(d.server.max_connections),
+                    4096,
+                    "server.max_connections",
+                )?,
+                max_connections_per_ip: positive(
+                    f.server
+                        .max_connections_per_ip
+                        .or(d.server.max_connections_per_ip),
+                    1024,
+                    "server.max_connections_per_ip",
+                )?,
+                max_header_bytes: positive(
+                    f.server.max_header_bytes.or(d.server.max_header_bytes),
+                    32 << 10,
+                    "server.max_header_bytes",
+                )?
+                .min(1 << 20),
+                max_headers: positive(
+                    f.server.max_headers.or(d.server.max_headers),
+                    100,
+                    "server.max_headers",
+                )?
+                .min(250),
+                max_requests_per_connection: f
+                    .server
+                    .max_requests_per_connection
+                    .or(d.server.max_requests_per_connection)
+                    .unwrap_or(0),
+                body_timeout: ms(f.limits.body_timeout_ms, d.limits.body_timeout_ms, 30_000),
+                max_body_bytes: f
+                    .limits
+                    .max_body_bytes
+                    .or(d.limits.max_body_bytes)
+                    .unwrap_or(4 << 20),
+            },
+            upstream: UpstreamLimits {
+                connect: ms(
+                    f.limits.connect_timeout_ms,
+                    d.limits.connect_timeout_ms,
+                    5_000,
+                ),
+                first_byte: ms(
+                    f.limits.first_byte_timeout_ms,
+                    d.limits.first_byte_timeout_ms,
+                    60_000,
+                ),
+                stall: ms(f.limits.stall_timeout_ms, d.limits.stall_timeout_ms, 30_000),
+                total: ms(
+                    f.limits.upstream_timeout_ms,
+                    d.limits.upstream_timeout_ms,
+                    300_000,
+                ),
+                max_body_bytes: positive(
+                    f.limits
+                        .max_upstream_body_bytes
+                        .or(d.limits.max_upstream_body_bytes),
+                    64 << 20,
+                    "limits.max_upstream_body_bytes",
+                )?,
+            },
+            validation: ValidationLimits {
+                max_n: f.limits.max_n.or(d.limits.max_n).unwrap_or(16).max(1),
+                max_output_tokens: f
+                    .limits
+                    .max_output_tokens
+                    .or(d.limits.max_output_tokens)
+                    .unwrap_or(1_000_000)
+                    .max(1),
+                max_json_depth: f
+                    .limits
+                    .max_json_depth
+                    .or(d.limits.max_json_depth)
+                    .unwrap_or(64)
+                    .clamp(4, 1024),
+            },
             data_dir,
             providers,
             models,

@@ -13,3 +13,4 @@ pub mod services;
 pub mod sse;
 pub mod store;
 pub mod util;
+pub mod validate;

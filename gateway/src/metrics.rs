@@ -1,11 +1,19 @@
-//! Prometheus metrics, rendered in the text exposition format on the admin listener.
-//! Families are small maps keyed by label values; updates take a short lock.
+//! Prometheus metrics (the `prometheus-client` crate: atomic series, escaping and the text
+//! exposition are the library's), served on the admin listener.
+//!
+//! Label values never come from a client: models are the catalog's names (anything else is
+//! counted as `other`), providers and plugins are the config's, stages and outcomes are fixed
+//! strings. So a client can neither inject lines into `/metrics` nor grow it without bound.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
 use std::time::Duration;
 
-use parking_lot::Mutex;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
 /// Histogram buckets in seconds: 50 µs to 60 s, covering plugin calls and whole requests.
 const BUCKETS: [f64; 16] = [
@@ -13,198 +21,285 @@ const BUCKETS: [f64; 16] = [
     5.0, 60.0,
 ];
 
-/// Cumulative bucket counts, count and sum of one series.
-#[derive(Default)]
-pub struct Histogram {
-    counts: [u64; BUCKETS.len()],
-    count: u64,
-    sum: f64,
+/// The label for a model the catalog does not know.
+pub const OTHER: &str = "other";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusModel {
+    status: u16,
+    model: String,
 }
 
-type Labels = Vec<(&'static str, String)>;
-
-pub struct Family<T> {
-    name: &'static str,
-    help: &'static str,
-    series: Mutex<BTreeMap<Labels, T>>,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModelOnly {
+    model: String,
 }
 
-impl<T: Default> Family<T> {
-    const fn new(name: &'static str, help: &'static str) -> Self {
-        Family {
-            name,
-            help,
-            series: Mutex::new(BTreeMap::new()),
-        }
-    }
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindModel {
+    kind: &'static str,
+    model: String,
 }
 
-impl Family<u64> {
-    pub fn inc_by(&self, labels: &[(&'static str, &str)], n: u64) {
-        let key: Labels = labels.iter().map(|(k, v)| (*k, v.to_string())).collect();
-        *self.series.lock().entry(key).or_default() += n;
-    }
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StageLabel {
+    stage: &'static str,
 }
 
-impl Family<Histogram> {
-    pub fn observe(&self, labels: &[(&'static str, &str)], d: Duration) {
-        let secs = d.as_secs_f64();
-        let key: Labels = labels.iter().map(|(k, v)| (*k, v.to_string())).collect();
-        let mut series = self.series.lock();
-        let h = series.entry(key).or_default();
-        for (i, b) in BUCKETS.iter().enumerate() {
-            if secs <= *b {
-                h.counts[i] += 1;
-            }
-        }
-        h.count += 1;
-        h.sum += secs;
-    }
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderLabel {
+    provider: String,
 }
 
-fn label_text(labels: &Labels, extra: Option<(&str, String)>) -> String {
-    let mut parts: Vec<String> = labels
-        .iter()
-        .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")))
-        .collect();
-    if let Some((k, v)) = extra {
-        parts.push(format!("{k}=\"{v}\""));
-    }
-    if parts.is_empty() {
-        String::new()
-    } else {
-        format!("{{{}}}", parts.join(","))
-    }
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderOutcome {
+    provider: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PluginClass {
+    plugin: String,
+    class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PluginCounter {
+    plugin: String,
+    name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Reason {
+    reason: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn histogram() -> Histogram {
+    Histogram::new(BUCKETS)
 }
 
 pub struct Metrics {
-    pub requests: Family<u64>,
-    pub request_duration: Family<Histogram>,
-    pub stage_duration: Family<Histogram>,
-    pub upstream_duration: Family<Histogram>,
-    pub upstream_attempts: Family<u64>,
-    pub tokens: Family<u64>,
-    pub cost_micros: Family<u64>,
-    pub plugin_failures: Family<u64>,
+    registry: Registry,
+    requests: Family<StatusModel, Counter>,
+    request_duration: Histogram,
+    stage_duration: HistogramFamily<StageLabel>,
+    upstream_duration: HistogramFamily<ProviderLabel>,
+    upstream_attempts: Family<ProviderOutcome, Counter>,
+    tokens: Family<KindModel, Counter>,
+    cost_micros: Family<ModelOnly, Counter>,
+    plugin_failures: Family<PluginClass, Counter>,
+    plugin_counters: Family<PluginCounter, Gauge>,
+    connections_refused: Family<Reason, Counter>,
+    connections_open: Gauge,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::default();
+        registry.register(
+            "tollgate_requests",
+            "Requests answered, by status and model",
+            Family::clone(&requests),
+        );
+        let request_duration = histogram();
+        registry.register(
+            "tollgate_request_duration_seconds",
+            "Time from request to the end of the response",
+            request_duration.clone(),
+        );
+        let stage_duration = HistogramFamily::new_with_constructor(histogram as fn() -> _);
+        registry.register(
+            "tollgate_stage_duration_seconds",
+            "Time spent in each plugin stage",
+            stage_duration.clone(),
+        );
+        let upstream_duration = HistogramFamily::new_with_constructor(histogram as fn() -> _);
+        registry.register(
+            "tollgate_upstream_duration_seconds",
+            "Upstream attempt time (to the response header), by provider",
+            upstream_duration.clone(),
+        );
+        let upstream_attempts = Family::default();
+        registry.register(
+            "tollgate_upstream_attempts",
+            "Upstream attempts, by provider and outcome",
+            Family::clone(&upstream_attempts),
+        );
+        let tokens = Family::default();
+        registry.register(
+            "tollgate_tokens",
+            "Tokens used, by kind and model",
+            Family::clone(&tokens),
+        );
+        let cost_micros = Family::default();
+        registry.register(
+            "tollgate_cost_micros",
+            "Cost charged in micro-USD, by model",
+            Family::clone(&cost_micros),
+        );
+        let plugin_failures = Family::default();
+        registry.register(
+            "tollgate_plugin_failures",
+            "Plugin calls that failed, by plugin and class",
+            Family::clone(&plugin_failures),
+        );
+        let plugin_counters = Family::default();
+        registry.register(
+            "tollgate_plugin_counter",
+            "Counters plugins keep through host.counter-add",
+            Family::clone(&plugin_counters),
+        );
+        let connections_refused = Family::default();
+        registry.register(
+            "tollgate_connections_refused",
+            "Client connections refused or closed by the front door, by reason",
+            Family::clone(&connections_refused),
+        );
+        let connections_open = Gauge::default();
+        registry.register(
+            "tollgate_connections_open",
+            "Open client connections",
+            connections_open.clone(),
+        );
         Metrics {
-            requests: Family::new(
-                "tollgate_requests_total",
-                "Requests answered, by status and model.",
-            ),
-            request_duration: Family::new(
-                "tollgate_request_duration_seconds",
-                "Time from request to the end of the response.",
-            ),
-            stage_duration: Family::new(
-                "tollgate_stage_duration_seconds",
-                "Time spent in each plugin stage.",
-            ),
-            upstream_duration: Family::new(
-                "tollgate_upstream_duration_seconds",
-                "Upstream attempt time, by provider.",
-            ),
-            upstream_attempts: Family::new(
-                "tollgate_upstream_attempts_total",
-                "Upstream attempts, by provider and outcome.",
-            ),
-            tokens: Family::new("tollgate_tokens_total", "Tokens used, by kind and model."),
-            cost_micros: Family::new(
-                "tollgate_cost_micros_total",
-                "Cost charged in micro-USD, by model.",
-            ),
-            plugin_failures: Family::new(
-                "tollgate_plugin_failures_total",
-                "Plugin calls that failed, by plugin and class.",
-            ),
+            registry,
+            requests,
+            request_duration,
+            stage_duration,
+            upstream_duration,
+            upstream_attempts,
+            tokens,
+            cost_micros,
+            plugin_failures,
+            plugin_counters,
+            connections_refused,
+            connections_open,
         }
     }
 }
 
 impl Metrics {
-    /// The text exposition of every family, plus plugin-defined counters.
-    pub fn render(&self, plugin_counters: &[((String, String), i64)]) -> String {
-        let mut out = String::new();
-        for f in [
-            &self.requests,
-            &self.upstream_attempts,
-            &self.tokens,
-            &self.cost_micros,
-            &self.plugin_failures,
-        ] {
-            let _ = writeln!(
-                out,
-                "# HELP {} {}\n# TYPE {} counter",
-                f.name, f.help, f.name
-            );
-            for (labels, v) in f.series.lock().iter() {
-                let _ = writeln!(out, "{}{} {v}", f.name, label_text(labels, None));
-            }
-        }
-        for f in [
-            &self.request_duration,
-            &self.stage_duration,
-            &self.upstream_duration,
-        ] {
-            let _ = writeln!(
-                out,
-                "# HELP {} {}\n# TYPE {} histogram",
-                f.name, f.help, f.name
-            );
-            for (labels, h) in f.series.lock().iter() {
-                for (i, b) in BUCKETS.iter().enumerate() {
-                    let l = label_text(labels, Some(("le", b.to_string())));
-                    let _ = writeln!(out, "{}_bucket{l} {}", f.name, h.counts[i]);
-                }
-                let l = label_text(labels, Some(("le", "+Inf".into())));
-                let _ = writeln!(out, "{}_bucket{l} {}", f.name, h.count);
-                let _ = writeln!(out, "{}_sum{} {}", f.name, label_text(labels, None), h.sum);
-                let _ = writeln!(
-                    out,
-                    "{}_count{} {}",
-                    f.name,
-                    label_text(labels, None),
-                    h.count
-                );
-            }
-        }
-        let _ = writeln!(out, "# HELP tollgate_plugin_counter Counters plugins keep through host.counter-add.\n# TYPE tollgate_plugin_counter gauge");
+    /// A request answered. `model` must be a catalog name or [`OTHER`].
+    pub fn request(&self, status: u16, model: &str) {
+        self.requests
+            .get_or_create(&StatusModel {
+                status,
+                model: model.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn request_duration(&self, d: Duration) {
+        self.request_duration.observe(d.as_secs_f64());
+    }
+
+    pub fn stage(&self, stage: &'static str, d: Duration) {
+        self.stage_duration
+            .get_or_create(&StageLabel { stage })
+            .observe(d.as_secs_f64());
+    }
+
+    /// An upstream attempt's outcome and its time to the response header.
+    pub fn upstream(&self, provider: &str, outcome: &'static str, d: Duration) {
+        self.upstream_duration
+            .get_or_create(&ProviderLabel {
+                provider: provider.to_string(),
+            })
+            .observe(d.as_secs_f64());
+        self.upstream_attempts
+            .get_or_create(&ProviderOutcome {
+                provider: provider.to_string(),
+                outcome,
+            })
+            .inc();
+    }
+
+    pub fn tokens(&self, model: &str, kind: &'static str, n: u64) {
+        self.tokens
+            .get_or_create(&KindModel {
+                kind,
+                model: model.to_string(),
+            })
+            .inc_by(n);
+    }
+
+    pub fn cost(&self, model: &str, micros: u64) {
+        self.cost_micros
+            .get_or_create(&ModelOnly {
+                model: model.to_string(),
+            })
+            .inc_by(micros);
+    }
+
+    pub fn plugin_failure(&self, plugin: &str, class: &'static str) {
+        self.plugin_failures
+            .get_or_create(&PluginClass {
+                plugin: plugin.to_string(),
+                class,
+            })
+            .inc();
+    }
+
+    pub fn connection_refused(&self, reason: &'static str) {
+        self.connections_refused
+            .get_or_create(&Reason { reason })
+            .inc();
+    }
+
+    /// The text exposition (OpenMetrics), with the current plugin counters and open connections.
+    pub fn render(
+        &self,
+        plugin_counters: &[((String, String), i64)],
+        open_connections: usize,
+    ) -> String {
+        self.plugin_counters.clear();
         for ((plugin, name), v) in plugin_counters {
-            let labels: Labels = vec![("plugin", plugin.clone()), ("name", name.clone())];
-            let _ = writeln!(
-                out,
-                "tollgate_plugin_counter{} {v}",
-                label_text(&labels, None)
-            );
+            self.plugin_counters
+                .get_or_create(&PluginCounter {
+                    plugin: plugin.clone(),
+                    name: name.clone(),
+                })
+                .set(*v);
+        }
+        self.connections_open
+            .set(i64::try_from(open_connections).unwrap_or(i64::MAX));
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
         }
         out
     }
 }
+
+/// The content type of [`Metrics::render`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn renders_counters_and_histograms() {
+    fn renders_counters_and_histograms_with_escaped_labels() {
         let m = Metrics::default();
-        m.requests
-            .inc_by(&[("status", "200"), ("model", "m\"x")], 2);
-        m.stage_duration
-            .observe(&[("stage", "auth")], Duration::from_micros(80));
-        let text = m.render(&[(("p".into(), "hits".into()), 3)]);
+        m.request(200, "m");
+        m.request(200, "m");
+        m.stage("auth", Duration::from_micros(80));
+        m.plugin_failure("p\"x\n", "trap");
+        let text = m.render(&[(("p".into(), "hits\"} 1\nfake 1".into()), 3)], 7);
         assert!(
-            text.contains("tollgate_requests_total{status=\"200\",model=\"m\\\"x\"} 2"),
+            text.contains("tollgate_requests_total{status=\"200\",model=\"m\"} 2"),
             "{text}"
         );
         assert!(
-            text.contains("tollgate_stage_duration_seconds_bucket{stage=\"auth\",le=\"0.0001\"} 1")
+            text.contains("tollgate_stage_duration_seconds_bucket{le=\"0.0001\",stage=\"auth\"} 1"),
+            "{text}"
         );
-        assert!(text
-            .contains("tollgate_stage_duration_seconds_bucket{stage=\"auth\",le=\"0.00005\"} 0"));
-        assert!(text.contains("tollgate_plugin_counter{plugin=\"p\",name=\"hits\"} 3"));
+        assert!(text.contains("tollgate_connections_open 7"), "{text}");
+        // No label value can start a line of its own.
+        assert!(!text.lines().any(|l| l.starts_with("fake")), "{text}");
+        assert!(text.contains(r#"plugin="p\"x\n""#), "{text}");
     }
 }

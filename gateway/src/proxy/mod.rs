@@ -2,6 +2,7 @@
 //! service (metrics, plugin status), sharing one [`AppState`].
 
 mod admin;
+pub mod front_door;
 mod pipeline;
 pub mod upstream;
 
@@ -20,7 +21,9 @@ use crate::metrics::Metrics;
 use crate::plugins::PluginRegistry;
 use crate::services::GatewayServices;
 use crate::store::UsageWriterHandle;
+use front_door::{Connections, FrontDoor};
 use pipeline::Request;
+use tracing::Instrument;
 use upstream::Upstreams;
 
 /// Everything a request needs, shared by all worker threads.
@@ -31,6 +34,8 @@ pub struct AppState {
     pub usage: UsageWriterHandle,
     pub metrics: Metrics,
     pub upstreams: Upstreams,
+    /// Open client connections, capped by the front door.
+    pub connections: Connections,
 }
 
 /// The public API, as a Pingora `ProxyHttp` whose `request_filter` answers every request (see
@@ -49,8 +54,36 @@ impl ProxyHttp for Gateway {
         let request = Request::new(&self.state, session);
         let method = session.req_header().method.clone();
         let path = session.req_header().uri.path().to_string();
+        // The span is attached to the future (never entered across an await), so every line a
+        // request logs carries its own id and no other.
         let span = tracing::info_span!("request", request_id = %request.id, %method, %path);
-        let _enter = span.enter();
+        self.route(request, session, method, path)
+            .instrument(span)
+            .await;
+        Ok(true)
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut Self::CTX,
+    ) -> Result<Box<HttpPeer>> {
+        // Never reached: request_filter answers every request.
+        Err(Error::explain(
+            ErrorType::InternalError,
+            "requests are answered in request_filter",
+        ))
+    }
+}
+
+impl Gateway {
+    async fn route(
+        &self,
+        request: Request<'_>,
+        session: &mut Session,
+        method: http::Method,
+        path: String,
+    ) {
         match (method.as_str(), path.trim_end_matches('/')) {
             ("POST", "/v1/chat/completions") => request.chat(session).await,
             ("GET", "/v1/models") => match request.authenticate(session).await {
@@ -58,7 +91,7 @@ impl ProxyHttp for Gateway {
                     let body = models_body(&self.state.config);
                     request
                         .respond(session, 200, "application/json", body)
-                        .await
+                        .await;
                 }
                 Err(e) => request.respond_error(session, &e, "").await,
             },
@@ -70,7 +103,7 @@ impl ProxyHttp for Gateway {
                         "application/json",
                         b"{\"status\":\"ok\"}".to_vec(),
                     )
-                    .await
+                    .await;
             }
             (_, "/v1/chat/completions") => {
                 let err = ApiError::new(
@@ -85,19 +118,6 @@ impl ProxyHttp for Gateway {
                 request.respond_error(session, &err, "").await
             }
         }
-        Ok(true)
-    }
-
-    async fn upstream_peer(
-        &self,
-        _session: &mut Session,
-        _ctx: &mut Self::CTX,
-    ) -> Result<Box<HttpPeer>> {
-        // Never reached: request_filter answers every request.
-        Err(Error::explain(
-            ErrorType::InternalError,
-            "requests are answered in request_filter",
-        ))
     }
 }
 
@@ -122,12 +142,19 @@ pub fn build_server(state: Arc<AppState>) -> anyhow::Result<Server> {
     };
     let mut server = Server::new_with_opt_and_conf(Some(Opt::default()), conf);
     server.bootstrap();
-    let mut api = pingora_proxy::http_proxy_service_with_name(
+    let proxy = pingora_proxy::http_proxy(
         &server.configuration,
         Gateway {
             state: state.clone(),
         },
-        "tollgate-api",
+    );
+    let mut api = pingora_core::services::listening::Service::new(
+        "tollgate-api".to_string(),
+        FrontDoor {
+            proxy: Arc::new(proxy),
+            limits: state.config.downstream.clone(),
+            state: state.clone(),
+        },
     );
     api.add_tcp(&state.config.listen);
     let mut admin = pingora_core::services::listening::Service::new(

@@ -16,27 +16,16 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
-use serde::de::IgnoredAny;
 use serde::Deserialize;
 
-use super::upstream::{read_body, AttemptFailure, UpstreamResponse};
+use super::upstream::{AttemptFailure, BodyError, UpstreamResponse};
 use super::AppState;
 use crate::api_error::{ApiError, ClientFormat};
 use crate::plugins::bindings::*;
 use crate::plugins::{LoadedPlugin, PluginError, Stage};
 use crate::sse;
 use crate::store::{new_id, now_ms, ChargeEntry, UsageEvent};
-
-/// The fields the host itself needs from a chat request, parsed once.
-#[derive(Deserialize)]
-struct ChatPeek {
-    model: Option<String>,
-    stream: Option<bool>,
-    max_tokens: Option<u32>,
-    max_completion_tokens: Option<u32>,
-    tools: Option<IgnoredAny>,
-    messages: Option<IgnoredAny>,
-}
+use crate::validate;
 
 /// One OpenAI stream chunk, for counting delivered text when usage never arrives.
 #[derive(Deserialize)]
@@ -64,8 +53,12 @@ const NO_USAGE: Usage = Usage {
     reasoning: 0,
 };
 
-/// Largest upstream response body read for a non-streaming request.
-const MAX_UPSTREAM_BODY: usize = 64 << 20;
+/// The usage-record status of a request whose client left before its answer was delivered
+/// (nginx's convention).
+const CLIENT_GONE: u16 = 499;
+
+/// The usage-record status of a stream the upstream broke after the first byte.
+const STREAM_FAILED: u16 = 502;
 
 /// Everything recorded about an attempt.
 struct AttemptRecord {
@@ -81,7 +74,118 @@ struct Outcome {
     status: u16,
     provider: String,
     price: Price,
+    /// Tokens used, as far as known.
     usage: Usage,
+    /// Whether `usage` is charged: false when the client never received the answer.
+    charge: bool,
+}
+
+/// How an answer ended once its first byte had reached the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum StreamEnd {
+    Complete,
+    /// The client went away: only what it received is charged.
+    ClientGone,
+    /// The upstream failed (cut, stall, deadline, refusal): the client got an error.
+    Failed(String),
+}
+
+impl StreamEnd {
+    /// The error recorded with the attempt ("" when it completed).
+    fn class(&self) -> &str {
+        match self {
+            StreamEnd::Complete => "",
+            StreamEnd::ClientGone => "client-gone",
+            StreamEnd::Failed(why) => why,
+        }
+    }
+}
+
+/// An attempt that reached the client.
+struct Answer {
+    /// The status recorded (499 when the client left, 502 for a broken stream).
+    status: u16,
+    usage: Usage,
+    /// Whether `usage` is charged.
+    charge: bool,
+    end: StreamEnd,
+}
+
+impl Answer {
+    /// The client left: charged for what it received (`usage` says how much that was).
+    fn client_gone(usage: Usage) -> Self {
+        Answer {
+            status: CLIENT_GONE,
+            usage,
+            charge: true,
+            end: StreamEnd::ClientGone,
+        }
+    }
+}
+
+/// Why a stream stopped early.
+enum StreamFault {
+    /// The upstream's bytes stopped, broke or could not be framed.
+    Broken(BodyError),
+    /// The transform refused an event (e.g. the provider sent an error event).
+    Rejected(ApiError),
+    /// The transform plugin failed.
+    Plugin(String),
+}
+
+impl StreamFault {
+    /// Before the first byte reached the client: an attempt failure, so the next provider
+    /// is tried (or the client gets the error as a normal response).
+    fn into_failure(self) -> AttemptFailure {
+        match self {
+            StreamFault::Broken(e) => e.into(),
+            StreamFault::Rejected(err) => AttemptFailure::Refused(err),
+            StreamFault::Plugin(m) => AttemptFailure::Other(m),
+        }
+    }
+
+    /// After it: an error event ends the stream (OpenAI SDKs raise on `{"error": ...}`).
+    fn write_error(self, out: &mut BytesMut, format: ClientFormat) -> StreamEnd {
+        let (err, class) = match self {
+            StreamFault::Broken(e) => {
+                let class = e.class().to_string();
+                let message = match e {
+                    BodyError::Stall | BodyError::Deadline => {
+                        "The upstream provider stopped sending its answer (timed out); the stream was ended."
+                    }
+                    _ => "The upstream provider's stream was interrupted before it completed.",
+                };
+                (
+                    ApiError::new(502, "upstream_stream_interrupted", message),
+                    class,
+                )
+            }
+            StreamFault::Rejected(err) => {
+                let class = format!("refused: {}", err.code);
+                (err, class)
+            }
+            StreamFault::Plugin(m) => (
+                ApiError::new(
+                    500,
+                    "plugin_error",
+                    format!("The stream failed in the gateway: {m}"),
+                ),
+                m,
+            ),
+        };
+        sse::encode(out, None, &String::from_utf8_lossy(&err.body(format)));
+        StreamEnd::Failed(class)
+    }
+}
+
+/// Usage of a stream that did not complete: what the provider reported so far, with output at
+/// least the delivered text at ~4 characters a token.
+fn cut_usage(reported: Option<Usage>, delivered_chars: u64) -> Usage {
+    let u = reported.unwrap_or(NO_USAGE);
+    Usage {
+        output: u.output.max(delivered_chars.div_ceil(4)),
+        ..u
+    }
 }
 
 pub struct Request<'a> {
@@ -134,12 +238,18 @@ impl<'a> Request<'a> {
             .map_err(|e| self.plugin_failed(&e))
     }
 
+    /// The model as a metrics label: a catalog name, or `other`.
+    fn model_label<'m>(&self, model: &'m str) -> &'m str {
+        if self.state.config.models.contains_key(model) {
+            model
+        } else {
+            crate::metrics::OTHER
+        }
+    }
+
     fn plugin_failed(&self, e: &PluginError) -> ApiError {
-        self.state
-            .metrics
-            .plugin_failures
-            .inc_by(&[("plugin", &e.plugin), ("class", e.class())], 1);
-        tracing::error!(request_id = %self.id, error = %e, "plugin failure");
+        self.state.metrics.plugin_failure(&e.plugin, e.class());
+        tracing::error!(error = %e, "plugin failure");
         ApiError::new(
             500,
             "plugin_error",
@@ -160,44 +270,44 @@ impl<'a> Request<'a> {
     fn timed<T>(&self, stage: Stage, f: impl FnOnce() -> T) -> T {
         let t = Instant::now();
         let out = f();
-        self.state
-            .metrics
-            .stage_duration
-            .observe(&[("stage", stage.as_str())], t.elapsed());
+        self.state.metrics.stage(stage.as_str(), t.elapsed());
         out
     }
 
-    /// Sends a complete response.
+    /// Sends a complete response; false when the client could not be written to.
     pub async fn respond(
         &self,
         session: &mut Session,
         status: u16,
         content_type: &str,
         body: Vec<u8>,
-    ) {
+    ) -> bool {
         let mut resp = match ResponseHeader::build(status, Some(4)) {
             Ok(r) => r,
-            Err(_) => return,
+            Err(_) => return false,
         };
         let _ = resp.insert_header("content-type", content_type);
         let _ = resp.insert_header("content-length", body.len().to_string());
         let _ = resp.insert_header("x-request-id", self.id.as_str());
-        if session
+        if matches!(status, 408 | 413 | 431) {
+            // The rest of what the client sent cannot be trusted to frame a next request.
+            session.set_keepalive(None);
+            let _ = resp.insert_header("connection", "close");
+        }
+        session
             .write_response_header(Box::new(resp), false)
             .await
             .is_ok()
-        {
-            let _ = session
+            && session
                 .write_response_body(Some(Bytes::from(body)), true)
-                .await;
-        }
+                .await
+                .is_ok()
     }
 
     pub async fn respond_error(&self, session: &mut Session, err: &ApiError, model: &str) {
         self.state
             .metrics
-            .requests
-            .inc_by(&[("status", &err.status.to_string()), ("model", model)], 1);
+            .request(err.status, self.model_label(model));
         self.respond(
             session,
             err.status,
@@ -207,9 +317,12 @@ impl<'a> Request<'a> {
         .await;
     }
 
-    /// Reads the request body, enforcing the size limit (413) before and while reading.
+    /// Reads the request body, enforcing the size limit (413) before and while reading, and
+    /// the whole-body deadline (408). A `Content-Length` body is already in memory (the front
+    /// door read it); a chunked one is read here.
     async fn read_body(&self, session: &mut Session) -> Result<Bytes, ApiError> {
-        let limit = self.state.config.max_body_bytes;
+        let limits = &self.state.config.downstream;
+        let limit = limits.max_body_bytes;
         let declared = header_value(session.req_header(), "content-length")
             .and_then(|v| v.parse::<usize>().ok());
         if declared.is_some_and(|n| n > limit) {
@@ -217,8 +330,21 @@ impl<'a> Request<'a> {
             return Err(ApiError::too_large(limit));
         }
         let mut body = BytesMut::with_capacity(declared.unwrap_or(4096).min(limit));
+        let deadline = tokio::time::Instant::now() + limits.body_timeout;
         loop {
-            match session.read_request_body().await {
+            let read = tokio::time::timeout_at(deadline, session.read_request_body()).await;
+            let Ok(read) = read else {
+                session.set_keepalive(None);
+                return Err(ApiError::new(
+                    408,
+                    "request_timeout",
+                    format!(
+                        "The request body did not arrive within {} ms.",
+                        limits.body_timeout.as_millis()
+                    ),
+                ));
+            };
+            match read {
                 Ok(Some(chunk)) => {
                     if body.len() + chunk.len() > limit {
                         session.set_keepalive(None);
@@ -263,6 +389,23 @@ impl<'a> Request<'a> {
 
     /// `POST /v1/chat/completions`.
     pub async fn chat(&self, session: &mut Session) {
+        if let Some(ct) = header_value(session.req_header(), "content-type").map(str::to_string) {
+            let mime = ct
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
+            if mime != "application/json" && !mime.ends_with("+json") {
+                session.set_keepalive(None);
+                let err = ApiError::new(
+                    415,
+                    "unsupported_media_type",
+                    format!("Unsupported Content-Type '{ct}': send application/json."),
+                );
+                return self.respond_error(session, &err, "").await;
+            }
+        }
         let body = match self.read_body(session).await {
             Ok(b) => b,
             Err(e) => return self.respond_error(session, &e, "").await,
@@ -271,33 +414,20 @@ impl<'a> Request<'a> {
             Ok(w) => w,
             Err(e) => return self.respond_error(session, &e, "").await,
         };
-        let peek: ChatPeek = match serde_json::from_slice(&body) {
-            Ok(p) => p,
-            Err(e) => {
-                let err = ApiError::bad_request(format!(
-                    "We could not parse the JSON body of your request: {e}"
-                ));
-                return self.respond_error(session, &err, "").await;
-            }
+        let chat = match validate::chat(&body, &self.state.config.validation) {
+            Ok(c) => c,
+            Err(e) => return self.respond_error(session, &e, "").await,
         };
-        let Some(model) = peek.model.filter(|m| !m.is_empty()) else {
-            let err = ApiError::bad_request("you must provide a model parameter");
-            return self.respond_error(session, &err, "").await;
-        };
-        if peek.messages.is_none() {
-            let err = ApiError::bad_request("'messages' is a required property");
-            return self.respond_error(session, &err, &model).await;
-        }
         let summary = RequestSummary {
             format: ApiFormat::OpenaiChat,
-            model: model.clone(),
-            stream: peek.stream.unwrap_or(false),
-            max_tokens: peek.max_completion_tokens.or(peek.max_tokens),
-            has_tools: peek.tools.is_some(),
+            model: chat.model,
+            stream: chat.stream,
+            max_tokens: chat.max_tokens,
+            has_tools: chat.has_tools,
             body_bytes: u32::try_from(body.len()).unwrap_or(u32::MAX),
         };
         if let Err(e) = self.run_chat(session, &who, &summary, &body).await {
-            self.respond_error(session, &e, &model).await;
+            self.respond_error(session, &e, &summary.model).await;
         }
     }
 
@@ -405,77 +535,58 @@ impl<'a> Request<'a> {
                 transform.transform_request(&self.id, &ctx, body)
             }))?;
             let stream_state = upstream_request.stream_state.clone();
-            let deadline = if attempt.timeout_ms > 0 {
+            let total = if attempt.timeout_ms > 0 {
                 Duration::from_millis(u64::from(attempt.timeout_ms))
             } else {
-                state.config.upstream_timeout
+                state.upstreams.limits.total
             };
             let sent = Instant::now();
             let result = state
                 .upstreams
-                .send(provider, upstream_request, summary.stream, deadline)
+                .send(provider, upstream_request, summary.stream, total)
                 .await;
             let latency = sent.elapsed();
-            state
-                .metrics
-                .upstream_duration
-                .observe(&[("provider", &provider.name)], latency);
-            match result {
+            let price = price_of(attempt);
+            // What the attempt produced: an outcome (the client got an answer or an error
+            // after its first byte), or a failure before any byte reached the client.
+            let (header_status, produced) = match result {
                 Ok(response) => {
+                    let status = response.status;
+                    let produced =
+                        if summary.stream && response.is_event_stream && response.status < 300 {
+                            self.stream_response(session, &transform, &ctx, stream_state, response)
+                                .await
+                        } else {
+                            self.complete_response(session, &transform, &ctx, response)
+                                .await
+                        };
+                    (status, produced)
+                }
+                Err(failure) => {
+                    let status = match &failure {
+                        AttemptFailure::Status(s, _) => *s,
+                        _ => 0,
+                    };
+                    (status, Err(failure))
+                }
+            };
+            match produced {
+                Ok(answer) => {
+                    state.metrics.upstream(&provider.name, "ok", latency);
                     state.upstreams.health.record(&provider.name, true, latency);
-                    state
-                        .metrics
-                        .upstream_attempts
-                        .inc_by(&[("provider", &provider.name), ("outcome", "ok")], 1);
                     records.push(AttemptRecord {
                         provider: provider.name.clone(),
                         upstream_model: attempt.upstream_model.clone(),
-                        status: response.status,
-                        error: String::new(),
+                        status: header_status,
+                        error: answer.end.class().to_string(),
                         latency,
                     });
-                    let price = price_of(attempt);
-                    let (status, usage, stream_error) = if summary.stream
-                        && response.is_event_stream
-                        && response.status < 300
-                    {
-                        self.stream_response(
-                            session,
-                            &transform,
-                            &ctx,
-                            stream_state,
-                            response,
-                            &provider.name,
-                        )
-                        .await
-                    } else {
-                        match self
-                            .complete_response(session, &transform, &ctx, response, &provider.name)
-                            .await
-                        {
-                            Ok((status, usage)) => (status, usage, None),
-                            Err(failure) => {
-                                // Nothing reached the client yet: fall back like any failed attempt.
-                                if let Some(last) = records.last_mut() {
-                                    last.error = failure.class().to_string();
-                                }
-                                last_failure = Some((
-                                    provider.name.clone(),
-                                    attempt.upstream_model.clone(),
-                                    failure,
-                                ));
-                                continue;
-                            }
-                        }
-                    };
-                    if let (Some(err), Some(last)) = (&stream_error, records.last_mut()) {
-                        last.error = err.clone();
-                    }
                     let outcome = Outcome {
-                        status,
+                        status: answer.status,
                         provider: provider.name.clone(),
                         price,
-                        usage,
+                        usage: answer.usage,
+                        charge: answer.charge,
                     };
                     self.settle_and_log(who, summary, outcome, records).await;
                     return Ok(());
@@ -485,18 +596,14 @@ impl<'a> Request<'a> {
                         .upstreams
                         .health
                         .record(&provider.name, false, latency);
-                    state.metrics.upstream_attempts.inc_by(
-                        &[("provider", &provider.name), ("outcome", failure.class())],
-                        1,
-                    );
-                    tracing::warn!(request_id = %self.id, provider = %provider.name, error = ?failure.class(), "upstream attempt failed");
+                    state
+                        .metrics
+                        .upstream(&provider.name, failure.class(), latency);
+                    tracing::warn!(provider = %provider.name, error = failure.class(), "upstream attempt failed");
                     records.push(AttemptRecord {
                         provider: provider.name.clone(),
                         upstream_model: attempt.upstream_model.clone(),
-                        status: match &failure {
-                            AttemptFailure::Status(s, _) => *s,
-                            _ => 0,
-                        },
+                        status: header_status,
                         error: failure.class().to_string(),
                         latency,
                     });
@@ -509,7 +616,8 @@ impl<'a> Request<'a> {
             }
         }
 
-        // Every attempt failed: tell the client what the last provider said, in its format.
+        // Every attempt failed before the client got a byte: tell it what the last provider
+        // said, in its format.
         let error = match last_failure {
             Some((provider_name, upstream_model, AttemptFailure::Status(status, body))) => {
                 let translated = state
@@ -534,13 +642,14 @@ impl<'a> Request<'a> {
                     });
                 match translated {
                     Some(resp) => {
-                        self.record_failure(who, summary, status, records).await;
-                        self.state.metrics.requests.inc_by(
-                            &[("status", &status.to_string()), ("model", &summary.model)],
-                            1,
-                        );
-                        self.respond(session, status, "application/json", resp.body)
+                        self.state
+                            .metrics
+                            .request(status, self.model_label(&summary.model));
+                        let delivered = self
+                            .respond(session, status, "application/json", resp.body)
                             .await;
+                        let status = if delivered { status } else { CLIENT_GONE };
+                        self.record_failure(who, summary, status, records).await;
                         return Ok(());
                     }
                     None => ApiError::new(
@@ -553,7 +662,13 @@ impl<'a> Request<'a> {
             Some((_, _, AttemptFailure::Timeout)) => ApiError::new(
                 504,
                 "upstream_timeout",
-                "All providers failed; the last one timed out.",
+                "All providers failed; the last one did not answer in time.",
+            ),
+            Some((_, _, AttemptFailure::Refused(err))) => err,
+            Some((_, _, AttemptFailure::Stall)) => ApiError::new(
+                504,
+                "upstream_timeout",
+                "All providers failed; the last one stopped sending its answer.",
             ),
             Some((_, _, f)) => ApiError::bad_gateway(format!(
                 "All providers failed; the last error: {}",
@@ -569,21 +684,19 @@ impl<'a> Request<'a> {
         Err(error)
     }
 
-    /// Reads a complete upstream response, translates it and sends it. A failure to read the
-    /// body comes back as an attempt failure (nothing was sent yet).
+    /// Reads a complete upstream response, translates it and sends it: (status, usage, charge).
+    /// A failure to read the body comes back as an attempt failure (nothing was sent yet).
     async fn complete_response(
         &self,
         session: &mut Session,
         transform: &LoadedPlugin,
         ctx: &TransformCtx,
         mut response: UpstreamResponse,
-        provider: &str,
-    ) -> Result<(u16, Usage), AttemptFailure> {
-        let body = read_body(&mut response.session, MAX_UPSTREAM_BODY)
-            .await
-            .map_err(AttemptFailure::Other)?;
+    ) -> Result<Answer, AttemptFailure> {
+        let limit = self.state.upstreams.limits.max_body_bytes;
+        let body = response.read_to_end(limit).await?;
         let status = response.status;
-        self.state.upstreams.release(provider, response).await;
+        self.state.upstreams.release(response).await;
         let translated = self.timed(Stage::Transform, || {
             transform.transform_response(&self.id, ctx, status, &body)
         });
@@ -591,7 +704,12 @@ impl<'a> Request<'a> {
             Ok(out) => out,
             Err(err) => {
                 self.respond_error(session, &err, &ctx.upstream_model).await;
-                return Ok((err.status, NO_USAGE));
+                return Ok(Answer {
+                    status: err.status,
+                    usage: NO_USAGE,
+                    charge: false,
+                    end: StreamEnd::Failed("refused".into()),
+                });
             }
         };
         let usage = out.usage.unwrap_or(NO_USAGE);
@@ -601,13 +719,77 @@ impl<'a> Request<'a> {
             .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
             .map(|(_, v)| v.clone())
             .unwrap_or_else(|| "application/json".into());
-        self.respond(session, out.status, &content_type, out.body)
-            .await;
-        Ok((out.status, usage))
+        if self
+            .respond(session, out.status, &content_type, out.body)
+            .await
+        {
+            Ok(Answer {
+                status: out.status,
+                usage,
+                charge: true,
+                end: StreamEnd::Complete,
+            })
+        } else {
+            // The client never received the answer: record the tokens, charge nothing.
+            Ok(Answer {
+                status: CLIENT_GONE,
+                usage,
+                charge: false,
+                end: StreamEnd::ClientGone,
+            })
+        }
     }
 
-    /// Streams an upstream SSE response to the client event by event.
-    /// Returns (status, usage, error class when the stream did not end cleanly).
+    /// Translates one chunk of upstream SSE bytes into client bytes.
+    #[allow(clippy::too_many_arguments)]
+    fn translate_chunk(
+        &self,
+        transform: &LoadedPlugin,
+        ctx: &TransformCtx,
+        parser: &mut sse::Parser,
+        chunk: &[u8],
+        state_bytes: &mut Vec<u8>,
+        usage: &mut Option<Usage>,
+        delivered_chars: &mut u64,
+        saw_done: &mut bool,
+        out: &mut BytesMut,
+    ) -> Result<(), StreamFault> {
+        let events = parser
+            .feed(chunk)
+            .map_err(|e| StreamFault::Broken(BodyError::Io(format!("stream-invalid: {e}"))))?;
+        for event in events {
+            let ev = SseEvent {
+                event: event.event,
+                data: event.data,
+            };
+            match self.timed(Stage::Transform, || {
+                transform.transform_event(&self.id, ctx, state_bytes, &ev)
+            }) {
+                Ok(Ok(o)) => {
+                    *state_bytes = o.state;
+                    if o.usage.is_some() {
+                        *usage = o.usage;
+                    }
+                    for e in &o.events {
+                        *saw_done |= e.data == "[DONE]";
+                        *delivered_chars += content_chars(&e.data);
+                        sse::encode(out, e.event.as_deref(), &e.data);
+                    }
+                }
+                Ok(Err(reject)) => return Err(StreamFault::Rejected(ApiError::from(&reject))),
+                Err(e) => {
+                    self.plugin_failed(&e);
+                    return Err(StreamFault::Plugin(format!("plugin: {}", e.class())));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Streams an upstream SSE response to the client event by event. Until the first event
+    /// is ready nothing is sent, so an upstream that stalls, breaks or refuses before that is
+    /// an attempt failure (the next provider is tried). After it, failures end the stream with
+    /// an error event in the client's format.
     async fn stream_response(
         &self,
         session: &mut Session,
@@ -615,137 +797,138 @@ impl<'a> Request<'a> {
         ctx: &TransformCtx,
         mut state_bytes: Vec<u8>,
         mut response: UpstreamResponse,
-        provider: &str,
-    ) -> (u16, Usage, Option<String>) {
-        let zero = NO_USAGE;
-        let mut resp = match ResponseHeader::build(200, Some(4)) {
-            Ok(r) => r,
-            Err(_) => return (500, zero, Some("internal".into())),
-        };
-        let _ = resp.insert_header("content-type", "text/event-stream");
-        let _ = resp.insert_header("cache-control", "no-cache");
-        let _ = resp.insert_header("x-request-id", self.id.as_str());
-        if session
-            .write_response_header(Box::new(resp), false)
-            .await
-            .is_err()
-        {
-            return (499, zero, Some("client-gone".into()));
-        }
+    ) -> Result<Answer, AttemptFailure> {
         let mut parser = sse::Parser::new();
         let mut usage: Option<Usage> = None;
         let mut delivered_chars: u64 = 0;
-        let mut error: Option<String> = None;
         let mut saw_done = false;
+        let mut committed = false;
+        let mut out = BytesMut::new();
+        // Set when the stream stops early; the error event (if any) is already in `out`.
+        let mut end: Option<StreamEnd> = None;
         loop {
-            let chunk = match response.session.read_response_body().await {
-                Ok(Some(chunk)) => chunk,
+            let fault = match response.next_chunk().await {
+                Ok(Some(chunk)) => self
+                    .translate_chunk(
+                        transform,
+                        ctx,
+                        &mut parser,
+                        &chunk,
+                        &mut state_bytes,
+                        &mut usage,
+                        &mut delivered_chars,
+                        &mut saw_done,
+                        &mut out,
+                    )
+                    .err(),
+                Ok(None) if parser.has_partial() => {
+                    Some(StreamFault::Broken(BodyError::Io("stream-cut".into())))
+                }
                 Ok(None) => break,
-                Err(e) => {
-                    tracing::warn!(request_id = %self.id, provider, error = %e, "upstream stream cut");
-                    error = Some("stream-cut".into());
-                    break;
-                }
+                Err(e) => Some(StreamFault::Broken(e)),
             };
-            let events = match parser.feed(&chunk) {
-                Ok(e) => e,
-                Err(e) => {
-                    error = Some(format!("stream-invalid: {e}"));
-                    break;
+            if let Some(fault) = fault {
+                if !committed {
+                    return Err(fault.into_failure());
                 }
-            };
-            let mut out = BytesMut::new();
-            for event in events {
-                let ev = SseEvent {
-                    event: event.event,
-                    data: event.data,
-                };
-                match self.timed(Stage::Transform, || {
-                    transform.transform_event(&self.id, ctx, &state_bytes, &ev)
-                }) {
+                end = Some(fault.write_error(&mut out, self.format));
+                break;
+            }
+            if out.is_empty() {
+                continue;
+            }
+            if !committed {
+                if !self.start_stream(session).await {
+                    return Ok(Answer::client_gone(cut_usage(usage, 0)));
+                }
+                committed = true;
+            }
+            if session
+                .write_response_body(Some(out.split().freeze()), false)
+                .await
+                .is_err()
+            {
+                // The client left: dropping the upstream session closes it, cancelling the work.
+                end = Some(StreamEnd::ClientGone);
+                break;
+            }
+        }
+        if !committed && !self.start_stream(session).await {
+            return Ok(Answer::client_gone(cut_usage(usage, 0)));
+        }
+        let end = match end {
+            Some(StreamEnd::ClientGone) => StreamEnd::ClientGone,
+            Some(failed) => {
+                let _ = session
+                    .write_response_body(Some(out.split().freeze()), true)
+                    .await;
+                failed
+            }
+            None => {
+                match transform.end_of_stream(&self.id, ctx, &state_bytes) {
                     Ok(Ok(o)) => {
-                        state_bytes = o.state;
                         if o.usage.is_some() {
                             usage = o.usage;
                         }
                         for e in &o.events {
                             saw_done |= e.data == "[DONE]";
-                            delivered_chars += content_chars(&e.data);
                             sse::encode(&mut out, e.event.as_deref(), &e.data);
                         }
                     }
                     Ok(Err(reject)) => {
-                        error = Some(format!("transform-reject: {}", reject.message));
-                        break;
+                        tracing::warn!(message = %reject.message, "transform refused the end of the stream");
                     }
                     Err(e) => {
                         self.plugin_failed(&e);
-                        error = Some(format!("plugin: {}", e.class()));
-                        break;
                     }
-                }
-            }
-            if !out.is_empty()
-                && session
-                    .write_response_body(Some(out.freeze()), false)
-                    .await
-                    .is_err()
-            {
-                // The client left: dropping the upstream session closes it, cancelling the work.
-                error = Some("client-gone".into());
-                break;
-            }
-            if error.is_some() {
-                break;
-            }
-        }
-        if error.is_none() && parser.has_partial() {
-            error = Some("stream-cut".into());
-        }
-        if error.is_none() {
-            if let Ok(Ok(o)) = transform.end_of_stream(&self.id, ctx, &state_bytes) {
-                if o.usage.is_some() {
-                    usage = o.usage;
-                }
-                let mut out = BytesMut::new();
-                for e in &o.events {
-                    saw_done |= e.data == "[DONE]";
-                    sse::encode(&mut out, e.event.as_deref(), &e.data);
                 }
                 if !saw_done {
                     sse::encode(&mut out, None, "[DONE]");
                 }
-                let _ = session.write_response_body(Some(out.freeze()), true).await;
-            }
-            self.state.upstreams.release(provider, response).await;
-        } else if error.as_deref() != Some("client-gone") {
-            let err = ApiError::new(
-                502,
-                "upstream_stream_interrupted",
-                "The upstream provider's stream was interrupted before it completed.",
-            );
-            let mut out = BytesMut::new();
-            sse::encode(
-                &mut out,
-                None,
-                &String::from_utf8_lossy(&err.body(self.format)),
-            );
-            let _ = session.write_response_body(Some(out.freeze()), true).await;
-        }
-        // Charge only what the client received. A stream that did not complete has no final
-        // usage: keep what the provider reported so far (e.g. Anthropic's prompt tokens) and
-        // count output from the text delivered (~4 characters a token).
-        let usage = match (usage, error.is_some()) {
-            (Some(u), false) => u,
-            (reported, _) => {
-                let u = reported.unwrap_or(zero);
-                Usage {
-                    output: u.output.max(delivered_chars.div_ceil(4)),
-                    ..u
+                let written = session
+                    .write_response_body(Some(out.split().freeze()), true)
+                    .await
+                    .is_ok();
+                self.state.upstreams.release(response).await;
+                if written {
+                    StreamEnd::Complete
+                } else {
+                    StreamEnd::ClientGone
                 }
             }
         };
-        (200, usage, error)
+        // Charge only what the client received: a stream that did not complete has no final
+        // usage, so keep what the provider reported so far (e.g. Anthropic's prompt tokens) and
+        // count output from the text delivered (~4 characters a token).
+        Ok(match end {
+            StreamEnd::Complete => Answer {
+                status: 200,
+                usage: usage.unwrap_or(NO_USAGE),
+                charge: true,
+                end,
+            },
+            StreamEnd::ClientGone => Answer::client_gone(cut_usage(usage, delivered_chars)),
+            StreamEnd::Failed(_) => Answer {
+                status: STREAM_FAILED,
+                usage: cut_usage(usage, delivered_chars),
+                charge: true,
+                end,
+            },
+        })
+    }
+
+    /// Writes the stream's response header; false when the client is gone.
+    async fn start_stream(&self, session: &mut Session) -> bool {
+        let Ok(mut resp) = ResponseHeader::build(200, Some(4)) else {
+            return false;
+        };
+        let _ = resp.insert_header("content-type", "text/event-stream");
+        let _ = resp.insert_header("cache-control", "no-cache");
+        let _ = resp.insert_header("x-request-id", self.id.as_str());
+        session
+            .write_response_header(Box::new(resp), false)
+            .await
+            .is_ok()
     }
 
     async fn settle_and_log(
@@ -756,7 +939,7 @@ impl<'a> Request<'a> {
         records: Vec<AttemptRecord>,
     ) {
         let state = self.state;
-        let charge = if (200..300).contains(&outcome.status) && usage_tokens(&outcome.usage) > 0 {
+        let charge = if outcome.charge && usage_tokens(&outcome.usage) > 0 {
             let billing = self
                 .plugin(&state.config.billing_plugin, Stage::Billing)
                 .ok();
@@ -789,6 +972,7 @@ impl<'a> Request<'a> {
                 .services
                 .debit(&who.org_id, i64::try_from(cost).unwrap_or(i64::MAX));
         }
+        let label = self.model_label(&summary.model);
         let u = &outcome.usage;
         for (kind, n) in [
             ("input", u.input),
@@ -797,27 +981,12 @@ impl<'a> Request<'a> {
             ("cache_write", u.cache_write),
         ] {
             if n > 0 {
-                state
-                    .metrics
-                    .tokens
-                    .inc_by(&[("kind", kind), ("model", &summary.model)], n);
+                state.metrics.tokens(label, kind, n);
             }
         }
-        state
-            .metrics
-            .cost_micros
-            .inc_by(&[("model", &summary.model)], cost);
-        state.metrics.requests.inc_by(
-            &[
-                ("status", &outcome.status.to_string()),
-                ("model", &summary.model),
-            ],
-            1,
-        );
-        state
-            .metrics
-            .request_duration
-            .observe(&[], self.started.elapsed());
+        state.metrics.cost(label, cost);
+        state.metrics.request(outcome.status, label);
+        state.metrics.request_duration(self.started.elapsed());
         self.log(
             who,
             summary,
@@ -843,10 +1012,7 @@ impl<'a> Request<'a> {
             .last()
             .map(|r| r.provider.clone())
             .unwrap_or_default();
-        self.state
-            .metrics
-            .request_duration
-            .observe(&[], self.started.elapsed());
+        self.state.metrics.request_duration(self.started.elapsed());
         self.log(who, summary, status, &provider, zero, 0, records, None)
             .await;
     }

@@ -1,10 +1,19 @@
 //! Upstream attempts: one Pingora connector per provider (each may trust its own CA), the
 //! request written from what the transform plugin produced plus the provider's credentials,
 //! and a small health record per provider that routing reads.
+//!
+//! Every phase of an attempt has its own bound (`UpstreamLimits`): connect, first byte (request
+//! written to response header), stall (the longest gap between two body reads) and the whole
+//! attempt. Each read is wrapped in a tokio timeout of the tighter of the stall bound and what
+//! is left of the attempt, and the same stall bound is set as the Pingora session's own read
+//! timeout, so no upstream can hold a request (or a connection) longer than configured.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::time::Instant;
 
 use parking_lot::Mutex;
 use pingora_core::connectors::http::Connector;
@@ -13,17 +22,23 @@ use pingora_core::protocols::http::client::HttpSession;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_http::RequestHeader;
 
-use crate::config::{Config, Provider, ProviderAuth};
+use crate::config::{Config, Provider, ProviderAuth, UpstreamLimits};
 use crate::plugins::bindings::UpstreamRequest;
 
 /// Why an attempt produced no usable response.
 #[derive(Debug, Clone)]
 pub enum AttemptFailure {
     Connect(String),
+    /// No response header within the first-byte bound (or the attempt's deadline).
     Timeout,
+    /// The body stopped arriving for longer than the stall bound.
+    Stall,
     /// The provider answered with a retryable status (429, 5xx); its body is kept so the client
     /// can be told what the last provider said when every attempt fails.
     Status(u16, Vec<u8>),
+    /// The transform refused what the provider sent (e.g. an error event at the start of a
+    /// stream): the error to give the client if no other provider answers.
+    Refused(crate::api_error::ApiError),
     Other(String),
 }
 
@@ -33,18 +48,92 @@ impl AttemptFailure {
         match self {
             AttemptFailure::Connect(_) => "connect",
             AttemptFailure::Timeout => "timeout",
+            AttemptFailure::Stall => "stall",
             AttemptFailure::Status(..) => "status",
+            AttemptFailure::Refused(_) => "refused",
             AttemptFailure::Other(_) => "error",
         }
     }
 }
 
-/// A response whose header has been read; the body is read by the caller.
+/// A response whose header has been read; the body is read by the caller with
+/// [`UpstreamResponse::next_chunk`], which applies the stall and whole-attempt bounds.
 pub struct UpstreamResponse {
     pub session: HttpSession,
     pub peer: HttpPeer,
     pub status: u16,
     pub is_event_stream: bool,
+    /// When the whole attempt must be over.
+    deadline: Instant,
+    stall: Duration,
+    provider: String,
+}
+
+/// Why reading a response body stopped early.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyError {
+    /// Nothing arrived for the stall bound.
+    Stall,
+    /// The attempt's whole-response bound passed.
+    Deadline,
+    /// The connection failed or the framing was broken.
+    Io(String),
+    /// Larger than allowed.
+    TooLarge(usize),
+}
+
+impl BodyError {
+    pub fn class(&self) -> &'static str {
+        match self {
+            BodyError::Stall => "stall",
+            BodyError::Deadline => "timeout",
+            BodyError::Io(_) => "stream-cut",
+            BodyError::TooLarge(_) => "too-large",
+        }
+    }
+}
+
+impl From<BodyError> for AttemptFailure {
+    fn from(e: BodyError) -> Self {
+        match e {
+            BodyError::Stall => AttemptFailure::Stall,
+            BodyError::Deadline => AttemptFailure::Timeout,
+            BodyError::Io(m) => AttemptFailure::Other(m),
+            BodyError::TooLarge(n) => {
+                AttemptFailure::Other(format!("upstream body over {n} bytes"))
+            }
+        }
+    }
+}
+
+impl UpstreamResponse {
+    /// The next piece of the body, `None` at its end.
+    pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, BodyError> {
+        let now = Instant::now();
+        if now >= self.deadline {
+            return Err(BodyError::Deadline);
+        }
+        let stall_at = now + self.stall;
+        let until = stall_at.min(self.deadline);
+        match tokio::time::timeout_at(until, self.session.read_response_body()).await {
+            Ok(Ok(chunk)) => Ok(chunk),
+            Ok(Err(e)) => Err(BodyError::Io(e.to_string())),
+            Err(_) if until == self.deadline => Err(BodyError::Deadline),
+            Err(_) => Err(BodyError::Stall),
+        }
+    }
+
+    /// Reads the whole body, refusing more than `limit` bytes.
+    pub async fn read_to_end(&mut self, limit: usize) -> Result<Vec<u8>, BodyError> {
+        let mut body = Vec::new();
+        while let Some(chunk) = self.next_chunk().await? {
+            if body.len() + chunk.len() > limit {
+                return Err(BodyError::TooLarge(limit));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
 }
 
 struct HealthRecord {
@@ -105,8 +194,7 @@ impl Health {
 pub struct Upstreams {
     connectors: HashMap<String, Connector>,
     providers: HashMap<String, Provider>,
-    connect_timeout: Duration,
-    read_timeout: Duration,
+    pub limits: UpstreamLimits,
     pub health: Health,
 }
 
@@ -125,8 +213,7 @@ impl Upstreams {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
-            connect_timeout: config.connect_timeout,
-            read_timeout: config.upstream_timeout,
+            limits: config.upstream,
             health: Health::default(),
         }
     }
@@ -145,33 +232,50 @@ impl Upstreams {
                 .ok_or_else(|| AttemptFailure::Connect(format!("{} has no address", p.host)))?,
         };
         let mut peer = HttpPeer::new(addr, p.scheme_https, p.host.clone());
-        peer.options.connection_timeout = Some(self.connect_timeout);
-        peer.options.total_connection_timeout = Some(self.connect_timeout);
-        peer.options.read_timeout = Some(self.read_timeout);
-        peer.options.write_timeout = Some(self.connect_timeout);
+        let l = &self.limits;
+        peer.options.connection_timeout = Some(l.connect);
+        peer.options.total_connection_timeout = Some(l.connect);
+        peer.options.read_timeout = Some(l.stall);
+        peer.options.write_timeout = Some(l.stall);
         peer.options.idle_timeout = Some(Duration::from_secs(60));
         Ok(peer)
     }
 
-    /// Sends the transformed request and reads the response header. Retryable statuses (429,
-    /// 5xx) come back as `Err(Status)`, after their (bounded) body was read.
+    /// Sends the transformed request and reads the response header, within the connect and
+    /// first-byte bounds and `total` for the whole attempt (the caller keeps reading the body
+    /// under the same deadline). Retryable statuses (429, 5xx) come back as `Err(Status)`,
+    /// after their (bounded) body was read.
     pub async fn send(
         &self,
         provider: &Provider,
         request: UpstreamRequest,
         stream: bool,
-        deadline: Duration,
+        total: Duration,
     ) -> Result<UpstreamResponse, AttemptFailure> {
+        let started = Instant::now();
+        let deadline = started + total;
         let connector = self
             .connectors
             .get(&provider.name)
             .ok_or_else(|| AttemptFailure::Other(format!("no connector for {}", provider.name)))?;
         let peer = self.peer(provider).await?;
-        let work = async {
-            let (mut session, _reused) = connector
+        let limits = self.limits;
+        let connect = async {
+            connector
                 .get_http_session(&peer)
                 .await
-                .map_err(|e| AttemptFailure::Connect(e.to_string()))?;
+                .map_err(|e| AttemptFailure::Connect(e.to_string()))
+        };
+        let (mut session, _reused) =
+            match tokio::time::timeout_at(deadline.min(started + limits.connect), connect).await {
+                Ok(r) => r?,
+                Err(_) => return Err(AttemptFailure::Connect("connect timed out".into())),
+            };
+        // Pingora's own proxy copies these from the peer onto the session; we drive the
+        // session ourselves, so we set them.
+        session.set_read_timeout(Some(limits.stall));
+        session.set_write_timeout(Some(limits.stall));
+        let exchange = async {
             let header = build_request(provider, &request, stream)
                 .map_err(|e| AttemptFailure::Other(e.to_string()))?;
             let io = |e: Box<pingora_core::Error>| AttemptFailure::Connect(e.to_string());
@@ -185,39 +289,45 @@ impl Upstreams {
                 .map_err(io)?;
             session.finish_request_body().await.map_err(io)?;
             session.read_response_header().await.map_err(io)?;
-            let resp = session
-                .response_header()
-                .ok_or_else(|| AttemptFailure::Other("no response header".into()))?;
-            let status = resp.status.as_u16();
-            let is_event_stream = resp
-                .headers
-                .get("content-type")
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.contains("text/event-stream"));
-            if status == 429 || status >= 500 {
-                let body = read_body(&mut session, 1 << 20).await.unwrap_or_default();
-                return Err(AttemptFailure::Status(status, body));
-            }
-            Ok(UpstreamResponse {
-                session,
-                peer: peer.clone(),
-                status,
-                is_event_stream,
-            })
+            Ok::<_, AttemptFailure>(())
         };
-        match tokio::time::timeout(deadline, work).await {
-            Ok(result) => result,
-            Err(_) => Err(AttemptFailure::Timeout),
+        let first_byte_at = deadline.min(Instant::now() + limits.first_byte);
+        match tokio::time::timeout_at(first_byte_at, exchange).await {
+            Ok(r) => r?,
+            Err(_) => return Err(AttemptFailure::Timeout),
         }
+        let resp = session
+            .response_header()
+            .ok_or_else(|| AttemptFailure::Other("no response header".into()))?;
+        let status = resp.status.as_u16();
+        let is_event_stream = resp
+            .headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("text/event-stream"));
+        let mut response = UpstreamResponse {
+            session,
+            peer: peer.clone(),
+            status,
+            is_event_stream,
+            deadline,
+            stall: limits.stall,
+            provider: provider.name.clone(),
+        };
+        if status == 429 || status >= 500 {
+            let body = response.read_to_end(1 << 20).await.unwrap_or_default();
+            return Err(AttemptFailure::Status(status, body));
+        }
+        Ok(response)
     }
 
     /// Returns a finished session to the keep-alive pool.
-    pub async fn release(&self, provider: &str, response: UpstreamResponse) {
+    pub async fn release(&self, response: UpstreamResponse) {
         let mut session = response.session;
         if !session.response_done() {
             return;
         }
-        if let Some(c) = self.connectors.get(provider) {
+        if let Some(c) = self.connectors.get(&response.provider) {
             c.release_http_session(session, &response.peer, Some(Duration::from_secs(60)))
                 .await;
         } else {
@@ -269,21 +379,4 @@ fn build_request(
         }
     }
     Ok(header)
-}
-
-/// Reads a whole body, refusing more than `limit` bytes.
-pub async fn read_body(session: &mut HttpSession, limit: usize) -> Result<Vec<u8>, String> {
-    let mut body = Vec::new();
-    loop {
-        match session.read_response_body().await {
-            Ok(Some(chunk)) => {
-                if body.len() + chunk.len() > limit {
-                    return Err(format!("upstream body over {limit} bytes"));
-                }
-                body.extend_from_slice(&chunk);
-            }
-            Ok(None) => return Ok(body),
-            Err(e) => return Err(e.to_string()),
-        }
-    }
 }
