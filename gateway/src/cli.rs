@@ -497,7 +497,12 @@ fn serve(config: Config) -> Result<()> {
     let secret = config.key_secret()?;
     let (store, usage) = background.block_on(async {
         let store = Store::connect(&config.database_url).await?;
-        let usage = UsageWriter::spawn(store.clone(), config.usage_batch, config.usage_flush);
+        let usage = UsageWriter::spawn(
+            store.clone(),
+            config.usage_batch,
+            config.usage_flush,
+            config.data_dir.join("usage-dead-letter.jsonl"),
+        );
         anyhow::Ok((store, usage))
     })?;
     let services = Arc::new(GatewayServices::new(&config, store, secret));

@@ -186,10 +186,12 @@ async fn concurrent_usage_writes_keep_the_balance_exact() {
             .add_credits(&org.id, 10_000_000, 0, "g")
             .await
             .unwrap();
+        let dir = tempfile::tempdir().unwrap();
         let writer = tollgate::store::UsageWriter::spawn(
             store.clone(),
             16,
             std::time::Duration::from_millis(20),
+            dir.path().join("dead.jsonl"),
         );
         let tasks: Vec<_> = (0..200)
             .map(|i| {
@@ -213,6 +215,49 @@ async fn concurrent_usage_writes_keep_the_balance_exact() {
             store.balance(&org.id).await.unwrap(),
             Some(10_000_000 - charged)
         );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn one_bad_row_does_not_lose_the_rest_of_its_batch() {
+    on_both(|store| async move {
+        let org = store.create_org("good").await.unwrap();
+        store.add_credits(&org.id, 1_000_000, 0, "g").await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let dead = dir.path().join("dead.jsonl");
+        // A long flush interval: all three records land in one batch.
+        let writer = tollgate::store::UsageWriter::spawn(
+            store.clone(),
+            64,
+            std::time::Duration::from_secs(5),
+            dead.clone(),
+        );
+        writer
+            .record(event("ok-1", &org.id, 100), Some(charge("ok-1", &org.id, 100)))
+            .await;
+        // An org that does not exist: its charge violates the ledger's foreign key.
+        writer
+            .record(
+                event("bad-1", "org_missing", 50),
+                Some(charge("bad-1", "org_missing", 50)),
+            )
+            .await;
+        writer
+            .record(event("ok-2", &org.id, 200), Some(charge("ok-2", &org.id, 200)))
+            .await;
+        writer.flush().await;
+        let rows = store.usage(Some(&org.id), 10).await.unwrap();
+        assert_eq!(rows.len(), 2, "the good rows were lost with the bad one");
+        assert_eq!(store.balance(&org.id).await.unwrap(), Some(1_000_000 - 300));
+        let text = std::fs::read_to_string(&dead).expect("dead-letter file written");
+        let kept: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(kept.len(), 1, "{text}");
+        assert_eq!(kept[0]["event"]["request_id"], "bad-1");
+        assert_eq!(kept[0]["charges"][0]["amount_micros"], 50);
     })
     .await;
 }

@@ -31,6 +31,25 @@ pub enum StoreError {
 
 type Result<T> = std::result::Result<T, StoreError>;
 
+impl StoreError {
+    /// Whether retrying the same statement can never succeed: the database refused the data
+    /// itself (a constraint, a type), as opposed to a connection, pool or I/O failure.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            StoreError::Db { source, .. } => matches!(
+                source,
+                sqlx::Error::Database(_)
+                    | sqlx::Error::Encode(_)
+                    | sqlx::Error::Decode(_)
+                    | sqlx::Error::TypeNotFound { .. }
+                    | sqlx::Error::ColumnDecode { .. }
+            ),
+            StoreError::NotFound(_) | StoreError::UnsupportedUrl(_) => true,
+            _ => false,
+        }
+    }
+}
+
 fn db(doing: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |source| StoreError::Db { doing, source }
 }
@@ -102,7 +121,7 @@ pub struct UsageEvent {
 }
 
 /// A charge to debit in the same transaction as its usage event.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct ChargeEntry {
     pub org_id: String,
     pub request_id: String,

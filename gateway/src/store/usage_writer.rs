@@ -1,7 +1,16 @@
 //! Usage events and charges are written off the request path: requests hand them to a channel,
 //! and one task writes them in batches (one transaction per batch), every `flush_every` or when
 //! `max_batch` are waiting, whichever comes first. Shutdown drains the channel.
+//!
+//! Nothing is dropped. A batch that fails is written again row by row, so one bad row (say, an
+//! org deleted meanwhile) cannot take other orgs' records with it. A row the database refuses
+//! for good is appended to a dead-letter file (JSON Lines, `usage-dead-letter.jsonl` in the
+//! data directory) for an operator to replay; a row that fails for a transient reason (the
+//! database is down) is retried with backoff until it is written. Meanwhile the bounded
+//! channel fills and pushes back on requests instead of growing without limit.
 
+use std::io::Write;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
@@ -23,9 +32,15 @@ pub struct UsageWriter;
 
 impl UsageWriter {
     /// Starts the writer task on the current tokio runtime.
-    pub fn spawn(store: Store, max_batch: usize, flush_every: Duration) -> UsageWriterHandle {
+    pub fn spawn(
+        store: Store,
+        max_batch: usize,
+        flush_every: Duration,
+        dead_letter: PathBuf,
+    ) -> UsageWriterHandle {
         let (tx, rx) = mpsc::channel(max_batch * 16);
-        tokio::spawn(run(store, rx, max_batch, flush_every));
+        let sink = Sink { store, dead_letter };
+        tokio::spawn(run(sink, rx, max_batch, flush_every));
         UsageWriterHandle { tx }
     }
 }
@@ -53,7 +68,7 @@ impl UsageWriterHandle {
     }
 }
 
-async fn run(store: Store, mut rx: mpsc::Receiver<Msg>, max_batch: usize, flush_every: Duration) {
+async fn run(sink: Sink, mut rx: mpsc::Receiver<Msg>, max_batch: usize, flush_every: Duration) {
     let mut events = Vec::with_capacity(max_batch);
     let mut charges = Vec::with_capacity(max_batch);
     let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
@@ -80,7 +95,7 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Msg>, max_batch: usize, flush_
             None => {}
         }
         if !events.is_empty() {
-            write_batch(&store, &events, &charges).await;
+            sink.write_batch(&events, &charges).await;
             events.clear();
             charges.clear();
         }
@@ -93,15 +108,85 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Msg>, max_batch: usize, flush_
     }
 }
 
-async fn write_batch(store: &Store, events: &[UsageEvent], charges: &[ChargeEntry]) {
-    // A failed batch is retried a few times: losing usage would lose billing.
-    for attempt in 1..=5u32 {
-        match store.record_usage(events, charges).await {
-            Ok(()) => return,
-            Err(err) => {
-                tracing::error!(error = %err, attempt, events = events.len(), "writing usage batch failed");
-                tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+/// Where records go: the database, else (for rows it refuses for good) the dead-letter file.
+struct Sink {
+    store: Store,
+    dead_letter: PathBuf,
+}
+
+const BATCH_TRIES: u32 = 3;
+
+impl Sink {
+    async fn write_batch(&self, events: &[UsageEvent], charges: &[ChargeEntry]) {
+        for attempt in 1..=BATCH_TRIES {
+            match self.store.record_usage(events, charges).await {
+                Ok(()) => return,
+                Err(err) => {
+                    tracing::error!(error = %err, attempt, events = events.len(), "writing usage batch failed");
+                    if err.is_permanent() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+                }
             }
+        }
+        // Row by row: each event with its own charge, so a bad row fails alone.
+        for event in events {
+            let charge: Vec<ChargeEntry> = charges
+                .iter()
+                .filter(|c| c.request_id == event.request_id)
+                .cloned()
+                .collect();
+            self.write_row(event, &charge).await;
+        }
+        // Charges whose event is not in this batch (none today) are written on their own.
+        let orphans: Vec<ChargeEntry> = charges
+            .iter()
+            .filter(|c| !events.iter().any(|e| e.request_id == c.request_id))
+            .cloned()
+            .collect();
+        if !orphans.is_empty() {
+            self.write_charges(&orphans).await;
+        }
+    }
+
+    async fn write_row(&self, event: &UsageEvent, charge: &[ChargeEntry]) {
+        let mut wait = Duration::from_millis(100);
+        loop {
+            match self.store.record_usage(std::slice::from_ref(event), charge).await {
+                Ok(()) => return,
+                Err(err) if err.is_permanent() => {
+                    tracing::error!(error = %err, request_id = %event.request_id,
+                        file = %self.dead_letter.display(), "usage record refused by the database; kept in the dead-letter file");
+                    self.dead_letter(&serde_json::json!({
+                        "error": err.to_string(), "event": event, "charges": charge}));
+                    return;
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, request_id = %event.request_id, "writing a usage record failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    async fn write_charges(&self, charges: &[ChargeEntry]) {
+        if let Err(err) = self.store.record_usage(&[], charges).await {
+            tracing::error!(error = %err, "writing charges failed; kept in the dead-letter file");
+            self.dead_letter(&serde_json::json!({"error": err.to_string(), "charges": charges}));
+        }
+    }
+
+    fn dead_letter(&self, value: &serde_json::Value) {
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.dead_letter)
+            .and_then(|mut f| writeln!(f, "{value}"));
+        if let Err(e) = written {
+            // Last resort: the record goes to the log, which an operator can still replay.
+            tracing::error!(error = %e, record = %value, "could not write the dead-letter file");
         }
     }
 }
