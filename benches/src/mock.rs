@@ -1,5 +1,9 @@
 //! Mock LLM providers for load tests: OpenAI chat completions and Anthropic Messages, JSON and
 //! SSE, with a configurable answer size, chunk count and delay between chunks. Loopback only.
+//!
+//! With `fault_rate` > 0 (the soak test) each request meets each kind of fault with that
+//! probability: 429, 500, a connection reset, a header followed by silence, a stream that
+//! stalls after a few events, and a malformed body.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -24,6 +28,8 @@ pub struct MockOptions {
     pub chunks: usize,
     /// Delay between streamed chunks.
     pub chunk_delay: Duration,
+    /// Probability of each fault kind per request (0 = none).
+    pub fault_rate: f64,
 }
 
 impl Default for MockOptions {
@@ -32,6 +38,7 @@ impl Default for MockOptions {
             answer_chars: 400,
             chunks: 20,
             chunk_delay: Duration::ZERO,
+            fault_rate: 0.0,
         }
     }
 }
@@ -184,16 +191,132 @@ fn anthropic(body: &serde_json::Value, opts: &MockOptions) -> Response<Body> {
     sse(events, opts.chunk_delay)
 }
 
+/// The injectable faults, in the order [`pick_fault`] numbers them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    Status429,
+    Status500,
+    Reset,
+    HeaderThenHang,
+    StallMidStream,
+    Malformed,
+}
+
+const FAULTS: [Fault; 6] = [
+    Fault::Status429,
+    Fault::Status500,
+    Fault::Reset,
+    Fault::HeaderThenHang,
+    Fault::StallMidStream,
+    Fault::Malformed,
+];
+
+/// A cheap shared random source (xorshift on an atomic): good enough to spread faults.
+fn random_unit() -> f64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static STATE: AtomicU64 = AtomicU64::new(0x9E37_79B9_7F4A_7C15);
+    let mut x = STATE.load(Ordering::Relaxed);
+    loop {
+        let mut y = x;
+        y ^= y << 13;
+        y ^= y >> 7;
+        y ^= y << 17;
+        match STATE.compare_exchange_weak(x, y, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return (y >> 11) as f64 / (1u64 << 53) as f64,
+            Err(now) => x = now,
+        }
+    }
+}
+
+fn pick_fault(rate: f64) -> Option<Fault> {
+    if rate <= 0.0 {
+        return None;
+    }
+    let r = random_unit();
+    FAULTS
+        .iter()
+        .enumerate()
+        .find(|(i, _)| r < rate * (*i as f64 + 1.0))
+        .map(|(_, f)| *f)
+}
+
+/// How long a hanging fault holds its connection (longer than any gateway stall bound).
+const HANG: Duration = Duration::from_secs(40);
+
+/// A response whose body sends `events` then stays silent until [`HANG`] passes.
+fn hanging(status: u16, content_type: &str, events: Vec<String>) -> Response<Body> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(8);
+    tokio::spawn(async move {
+        for e in events {
+            if tx.send(Bytes::from(e)).await.is_err() {
+                return;
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(HANG) => {}
+            _ = tx.closed() => {}
+        }
+    });
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(ChannelBody { rx }.boxed())
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed()))
+}
+
+fn faulty(fault: Fault, stream: bool) -> Result<Response<Body>, std::io::Error> {
+    let error = |status: u16| {
+        full(
+            status,
+            format!(
+                "{{\"error\":{{\"message\":\"mock fault {status}\",\"type\":\"server_error\"}}}}"
+            ),
+        )
+    };
+    let chunk = |text: &str| {
+        format!(
+            "data: {}\n\n",
+            serde_json::json!({"id": "chatcmpl-bench", "object": "chat.completion.chunk",
+                "created": 1, "model": "m", "choices": [{"index": 0, "delta": {"content": text},
+                "finish_reason": null}]})
+        )
+    };
+    Ok(match (fault, stream) {
+        (Fault::Status429, _) => error(429),
+        (Fault::Status500, _) => error(500),
+        // An error from the service makes hyper drop the connection without an answer.
+        (Fault::Reset, _) => return Err(std::io::Error::other("mock reset")),
+        (Fault::HeaderThenHang, true) => hanging(200, "text/event-stream", vec![]),
+        (Fault::HeaderThenHang, false) => hanging(200, "application/json", vec![]),
+        (Fault::StallMidStream, true) => hanging(
+            200,
+            "text/event-stream",
+            vec![chunk("lorem "), chunk("ipsum ")],
+        ),
+        (Fault::StallMidStream, false) => {
+            hanging(200, "application/json", vec!["{\"choices\": [".into()])
+        }
+        (Fault::Malformed, true) => sse(
+            vec![chunk("lorem "), "data: {not json\n\n".into()],
+            Duration::ZERO,
+        ),
+        (Fault::Malformed, false) => full(200, "{\"choices\": [".into()),
+    })
+}
+
 async fn handle(
     req: Request<Incoming>,
     opts: Arc<MockOptions>,
-) -> Result<Response<Body>, Infallible> {
+) -> Result<Response<Body>, std::io::Error> {
     let path = req.uri().path().to_string();
     let bytes = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => return Ok(full(400, "{}".into())),
     };
     let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    if let Some(fault) = pick_fault(opts.fault_rate) {
+        return faulty(fault, body["stream"] == serde_json::Value::Bool(true));
+    }
     Ok(match path.as_str() {
         "/v1/chat/completions" => openai(&body, &opts),
         "/v1/messages" => anthropic(&body, &opts),

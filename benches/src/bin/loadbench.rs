@@ -51,6 +51,11 @@ struct Args {
     peers: bool,
     #[arg(long, default_value = "target/bench/peers-venv")]
     peers_venv: PathBuf,
+    /// Soak: the probability of each upstream fault kind per request (429, 500, reset,
+    /// header-then-hang, stall mid-stream, malformed body). Use with `--only tollgate-soak`;
+    /// after the run the usage log and ledger are checked against the gateway's own counts.
+    #[arg(long, default_value_t = 0.0)]
+    fault_rate: f64,
     /// Where benches/peers/setup.sh installed the Portkey gateway (npm).
     #[arg(long, default_value = "target/bench/portkey")]
     portkey_dir: PathBuf,
@@ -213,7 +218,10 @@ fn chat_body(model: &str, stream: bool) -> Bytes {
 struct Gateway {
     child: Child,
     api: String,
+    admin: String,
     key: String,
+    org: String,
+    config: PathBuf,
     plugin_dir: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -258,6 +266,10 @@ listen = "127.0.0.1:{port}"
 admin_listen = "127.0.0.1:{admin}"
 data_dir = "{data}"
 threads = 2
+[limits]
+first_byte_timeout_ms = 2000
+stall_timeout_ms = 2000
+upstream_timeout_ms = 20000
 [plugins]
 dir = "{plugins}"
 [providers.mock-openai]
@@ -272,6 +284,9 @@ auth = "x-api-key"
 [[models]]
 name = "bench-openai"
 routes = [{{ provider = "mock-openai", model = "gpt-bench", input_per_mtok = 0.15, output_per_mtok = 0.6 }}]
+[[models]]
+name = "bench-soak"
+routes = [{{ provider = "mock-openai", model = "gpt-bench", input_per_mtok = 0.15, output_per_mtok = 0.6 }}, {{ provider = "mock-anthropic", model = "claude-bench", input_per_mtok = 3.0, output_per_mtok = 15.0 }}]
 [[models]]
 name = "bench-anthropic"
 routes = [{{ provider = "mock-anthropic", model = "claude-bench", input_per_mtok = 3.0, output_per_mtok = 15.0 }}]
@@ -319,7 +334,10 @@ routes = [{{ provider = "mock-anthropic", model = "claude-bench", input_per_mtok
     Ok(Gateway {
         child,
         api: format!("http://127.0.0.1:{port}"),
+        admin: format!("127.0.0.1:{admin}"),
         key,
+        org,
+        config,
         plugin_dir,
         _dir: dir,
     })
@@ -469,6 +487,7 @@ async fn main() -> Result<()> {
     let opts = MockOptions {
         chunks: args.chunks,
         chunk_delay: Duration::from_millis(args.chunk_delay_ms),
+        fault_rate: args.fault_rate,
         ..MockOptions::default()
     };
     let openai = mock::start(opts.clone()).await?;
@@ -529,6 +548,7 @@ async fn main() -> Result<()> {
             true,
             &auth,
         ),
+        scenario("tollgate-soak", &gateway_url, "bench-soak", true, &auth),
         scenario(
             "tollgate-openai-reload",
             &gateway_url,
@@ -568,32 +588,59 @@ async fn main() -> Result<()> {
                 duration: Duration::from_secs(args.duration),
                 max_requests: args.max_requests,
             };
-            // The reload scenario swaps a plugin file every 500 ms during the run.
+            // The reload scenario swaps, every 500 ms, a plugin in the request path (auth,
+            // routing, the OpenAI transform in turn) between its build and a copy with a
+            // different hash (an extra custom section: same code, new version to load).
             let reloader = (*name == "tollgate-openai-reload").then(|| {
                 let dir = gw.plugin_dir.clone();
                 let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
                 let count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
                 let (s, n) = (stop.clone(), count.clone());
                 let handle = std::thread::spawn(move || {
-                    let target = dir.join("retention-metadata-only.wasm");
-                    let versions = [
-                        std::fs::read(&target).unwrap_or_default(),
-                        std::fs::read("target/test-plugins/trivial-logging.wasm")
-                            .unwrap_or_default(),
-                    ];
-                    let mut i = 0;
-                    while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                    let mut plugins = Vec::new();
+                    for name in ["auth-apikey", "route-policy", "provider-openai"] {
+                        let target = dir.join(format!("{name}.wasm"));
+                        match std::fs::read(&target) {
+                            Ok(original) if !original.is_empty() => {
+                                let variant = with_custom_section(&original, b"tollgate-bench");
+                                plugins.push((target, [original, variant]));
+                            }
+                            _ => eprintln!("reload: {} missing, not swapped", target.display()),
+                        }
+                    }
+                    let mut i = 0usize;
+                    while !s.load(std::sync::atomic::Ordering::Relaxed) && !plugins.is_empty() {
                         std::thread::sleep(Duration::from_millis(500));
+                        let (target, versions) = &plugins[i % plugins.len()];
+                        let version = &versions[(i / plugins.len() + 1) % 2];
                         i += 1;
                         let tmp = dir.join(".swap.tmp");
-                        if std::fs::write(&tmp, &versions[i % 2]).is_ok()
-                            && std::fs::rename(&tmp, &target).is_ok()
+                        if std::fs::write(&tmp, version).is_ok()
+                            && std::fs::rename(&tmp, target).is_ok()
                         {
                             n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         }
                     }
                 });
                 (stop, count, handle)
+            });
+            // The soak samples the gateway's RSS every 30 s.
+            let sampler = (*name == "tollgate-soak").then(|| {
+                let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let s = stop.clone();
+                let handle = std::thread::spawn(move || {
+                    let mut samples = Vec::new();
+                    let mut last = Instant::now() - Duration::from_secs(30);
+                    while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                        if last.elapsed() >= Duration::from_secs(30) {
+                            last = Instant::now();
+                            samples.push(ProcStat::read(pid).map_or(0.0, |p| p.rss_mb));
+                        }
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                    samples
+                });
+                (stop, handle)
             });
             let before = measured.and_then(ProcStat::read);
             let result = driver::run(spec).await;
@@ -606,6 +653,16 @@ async fn main() -> Result<()> {
                 }
                 None => 0,
             };
+            if let Some((stop, handle)) = sampler {
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                let samples = handle.join().unwrap_or_default();
+                let rss: Vec<String> = samples.iter().map(|r| format!("{r:.1}")).collect();
+                eprintln!("soak: RSS MB every 30 s: {}", rss.join(", "));
+                match soak_check(&args.tollgate, &gw) {
+                    Ok(report) => eprintln!("soak: {report}"),
+                    Err(e) => eprintln!("soak: CHECK FAILED: {e:#}"),
+                }
+            }
             let (cpu, rss) = match (before, after) {
                 (Some(b), Some(a)) => (Some(a.cpu_seconds - b.cpu_seconds), Some(a.rss_mb)),
                 _ => (None, None),
@@ -635,4 +692,84 @@ async fn main() -> Result<()> {
     )?;
     println!("{md}");
     Ok(())
+}
+
+/// `wasm` with a custom section appended: the same code under a different content hash. Valid
+/// for core modules and components alike (custom sections may appear anywhere).
+fn with_custom_section(wasm: &[u8], name: &[u8]) -> Vec<u8> {
+    fn leb(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    let mut payload = Vec::new();
+    leb(name.len(), &mut payload);
+    payload.extend_from_slice(name);
+    payload.extend_from_slice(b"variant");
+    let mut out = wasm.to_vec();
+    out.push(0);
+    leb(payload.len(), &mut out);
+    out.extend_from_slice(&payload);
+    out
+}
+
+/// After the soak: every request the gateway answered has exactly one usage record, and the
+/// ledger agrees with the usage records' costs.
+fn soak_check(bin: &Path, gw: &Gateway) -> Result<String> {
+    std::thread::sleep(Duration::from_secs(2)); // the usage writer's last flush
+    let cli = |args: &[&str]| -> Result<String> {
+        let out = Command::new(bin)
+            .arg("--config")
+            .arg(&gw.config)
+            .args(args)
+            .env("TOLLGATE_KEY_SECRET", "bench")
+            .output()?;
+        if !out.status.success() {
+            bail!("tollgate {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let usage = cli(&["usage", "--format", "json", "--limit", "100000000"])?;
+    let mut records = 0u64;
+    let mut cost: i64 = 0;
+    let mut statuses: std::collections::BTreeMap<i64, u64> = Default::default();
+    let mut ids = std::collections::HashSet::new();
+    for line in usage.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line)?;
+        records += 1;
+        cost += v["cost_micros"].as_i64().unwrap_or(0);
+        *statuses.entry(v["status"].as_i64().unwrap_or(0)).or_default() += 1;
+        ids.insert(v["request_id"].as_str().unwrap_or("").to_string());
+    }
+    let balance = cli(&["credits", "balance", "--org", &gw.org])?;
+    let balance_micros = (balance.trim().trim_start_matches('$').parse::<f64>()? * 1e6).round() as i64;
+    let granted: i64 = 1_000_000 * 1_000_000;
+    // Requests the gateway counted (all statuses), from its own metrics.
+    let mut metrics = String::new();
+    {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&gw.admin)?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+        s.read_to_string(&mut metrics)?;
+    }
+    let answered: u64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("tollgate_requests_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum();
+    let ok = records == answered && ids.len() as u64 == records && granted - balance_micros == cost;
+    Ok(format!(
+        "{} — requests answered {answered}, usage records {records} (unique ids {}), statuses {statuses:?}, \
+         charged per usage records {cost} micro-USD, ledger (grants - balance) {} micro-USD",
+        if ok { "OK" } else { "MISMATCH" },
+        ids.len(),
+        granted - balance_micros
+    ))
 }
