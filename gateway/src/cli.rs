@@ -464,7 +464,6 @@ impl BackgroundService for UsageFlushOnShutdown {
         let _ = shutdown.changed().await;
         let usage = self.usage.clone();
         let _ = self.runtime.spawn(async move { usage.flush().await }).await;
-        tracing::info!("usage records flushed");
     }
 }
 
@@ -547,9 +546,22 @@ fn serve(config: Config) -> Result<()> {
     server.add_service(pingora_core::services::background::background_service(
         "usage-flush",
         UsageFlushOnShutdown {
-            usage,
+            usage: usage.clone(),
             runtime: background.handle().clone(),
         },
     ));
-    server.run_forever()
+    server.run(pingora_core::server::RunArgs::default());
+    // Pingora returns once its runtimes stopped; the shutdown hook above may have lost the race
+    // with that. Whatever is still queued is written now, before the process exits.
+    background.block_on(async {
+        if tokio::time::timeout(Duration::from_secs(30), usage.flush())
+            .await
+            .is_err()
+        {
+            tracing::error!("usage records still unwritten after 30 s at shutdown");
+        } else {
+            tracing::info!("usage records flushed");
+        }
+    });
+    std::process::exit(0)
 }

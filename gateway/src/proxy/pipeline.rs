@@ -702,6 +702,9 @@ impl<'a> Request<'a> {
         });
         let out = match self.stage_result(translated) {
             Ok(out) => out,
+            // The provider's answer could not be used (malformed, a provider-side error):
+            // nothing was sent yet, so another provider may still answer.
+            Err(err) if err.status >= 500 => return Err(AttemptFailure::Refused(err)),
             Err(err) => {
                 self.respond_error(session, &err, &ctx.upstream_model).await;
                 return Ok(Answer {
