@@ -1,4 +1,7 @@
 //! Usage as providers report it, mapped to [`Usage`].
+//!
+//! Counts saturate: a negative or non-numeric count reads as 0, one past `u64::MAX` (or a float
+//! too large for it) as `u64::MAX`, and sums stop at `u64::MAX` rather than wrapping.
 
 use serde_json::Value;
 
@@ -12,7 +15,20 @@ fn field(v: &Value, path: &[&str]) -> u64 {
             None => return 0,
         }
     }
-    cur.as_u64().unwrap_or(0)
+    count(cur)
+}
+
+/// A token count: integers as they are, non-negative floats truncated (saturating at
+/// `u64::MAX`), anything else 0.
+fn count(v: &Value) -> u64 {
+    v.as_u64()
+        .or_else(|| {
+            v.as_f64()
+                .filter(|f| *f >= 0.0)
+                // `as` saturates: 1e300 becomes u64::MAX, NaN cannot occur in JSON.
+                .map(|f| f as u64)
+        })
+        .unwrap_or(0)
 }
 
 /// OpenAI chat `usage` object: `prompt_tokens` includes cached tokens, which are reported apart.
@@ -30,11 +46,14 @@ pub fn from_openai(usage: &Value) -> Usage {
 
 /// OpenAI chat `usage` object for a [`Usage`] (the inverse of [`from_openai`]).
 pub fn to_openai(usage: &Usage) -> Value {
-    let prompt = usage.input + usage.cache_read + usage.cache_write;
+    let prompt = usage
+        .input
+        .saturating_add(usage.cache_read)
+        .saturating_add(usage.cache_write);
     serde_json::json!({
         "prompt_tokens": prompt,
         "completion_tokens": usage.output,
-        "total_tokens": prompt + usage.output,
+        "total_tokens": prompt.saturating_add(usage.output),
         "prompt_tokens_details": { "cached_tokens": usage.cache_read },
         "completion_tokens_details": { "reasoning_tokens": usage.reasoning },
     })
@@ -81,5 +100,26 @@ mod tests {
             (u.input, u.output, u.cache_read, u.cache_write),
             (10, 4, 2, 3)
         );
+    }
+
+    #[test]
+    fn counts_saturate_and_never_go_negative() {
+        let u = from_anthropic(&json!({
+            "input_tokens": u64::MAX, "output_tokens": -5,
+            "cache_read_input_tokens": 1e300, "cache_creation_input_tokens": 12.9
+        }));
+        assert_eq!(
+            (u.input, u.output, u.cache_read, u.cache_write),
+            (u64::MAX, 0, u64::MAX, 12)
+        );
+        let v = to_openai(&u);
+        assert_eq!(v["prompt_tokens"], u64::MAX);
+        assert_eq!(v["total_tokens"], u64::MAX);
+        let past_u64: Value = serde_json::from_str(
+            r#"{"prompt_tokens": 18446744073709551616, "completion_tokens": "7"}"#,
+        )
+        .unwrap();
+        let u = from_openai(&past_u64);
+        assert_eq!((u.input, u.output), (u64::MAX, 0));
     }
 }

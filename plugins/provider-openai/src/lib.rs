@@ -4,6 +4,11 @@
 //! becomes the routed upstream model and, for streams, `stream_options.include_usage` is turned
 //! on so the gateway learns the exact usage. If the client did not ask for usage itself, the
 //! usage-only chunk is taken out of the stream again, so the client sees what it asked for.
+//! An error object in the stream (`data: {"error": {...}}`, or an `event: error`) ends the
+//! stream with a [`Reject`] instead of being forwarded as a chunk.
+//!
+//! Property-based tests of all four stage calls are in `tests/fuzz.rs`
+//! (`PROPTEST_CASES=100000 cargo test -p provider-openai fuzz` to run them longer).
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 use tollgate_plugin_sdk::serde_json::{self, value::RawValue, Value};
@@ -17,11 +22,30 @@ pub struct OpenAiProvider;
 /// Stream state: the client asked for the usage chunk itself.
 const CLIENT_WANTS_USAGE: &[u8] = b"client-usage";
 
+/// The parts of a response or chunk the gateway reads; the rest is skipped, not built.
 #[derive(Deserialize)]
 struct UsageOnly<'a> {
     #[serde(borrow)]
     usage: Option<&'a RawValue>,
-    choices: Option<Vec<IgnoredAny>>,
+    /// Left unparsed: only looked into for a chunk that carries usage.
+    #[serde(borrow)]
+    choices: Option<&'a RawValue>,
+    /// Present (and not null) only in an error object.
+    #[serde(borrow)]
+    error: Option<&'a RawValue>,
+}
+
+impl<'a> UsageOnly<'a> {
+    /// Parses a JSON object (a derived struct would also take an array of its fields).
+    fn parse(text: &'a [u8]) -> Result<Self, String> {
+        let first = text
+            .iter()
+            .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+        if first != Some(&b'{') {
+            return Err("not a JSON object".into());
+        }
+        serde_json::from_slice(text).map_err(|e| e.to_string())
+    }
 }
 
 fn parse_usage(raw: Option<&RawValue>) -> Option<tollgate_plugin_sdk::Usage> {
@@ -34,6 +58,54 @@ pub fn openai_error(message: &str, kind: &str, code: Option<&str>) -> Vec<u8> {
     serde_json::json!({"error": {"message": message, "type": kind, "param": null, "code": code}})
         .to_string()
         .into_bytes()
+}
+
+/// Longest provider text quoted in a stream error that carries no message.
+const MAX_QUOTED: usize = 512;
+
+fn quoted(text: &str) -> &str {
+    let text = text.trim();
+    let mut end = text.len().min(MAX_QUOTED);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// An error that arrived inside a stream (`error` is the chunk's `error` field, `raw` the event
+/// data) as the reject that ends the stream. The status comes from a numeric HTTP-like `code`
+/// (as some compatible providers send) or from the error's type; the code is the provider's
+/// `code`, else its `type`.
+pub fn stream_error(error: &Value, raw: &str) -> Reject {
+    let field = |key: &str| {
+        error
+            .get(key)
+            .and_then(Value::as_str)
+            .filter(|s| !s.trim().is_empty())
+    };
+    let numeric = error
+        .get("code")
+        .and_then(Value::as_u64)
+        .filter(|c| (400..=599).contains(c));
+    let kind = field("code").or_else(|| field("type"));
+    let status = match (numeric, kind) {
+        (Some(code), _) => code as u16,
+        (None, Some("invalid_request_error")) => 400,
+        (None, Some("rate_limit_error" | "rate_limit_exceeded" | "insufficient_quota")) => 429,
+        (None, Some("server_error" | "api_error" | "internal_error")) => 500,
+        (None, Some("overloaded" | "overloaded_error" | "service_unavailable")) => 503,
+        _ => 502,
+    };
+    let message = error
+        .as_str()
+        .filter(|s| !s.trim().is_empty())
+        .or_else(|| field("message"))
+        .unwrap_or_else(|| quoted(raw));
+    Reject::new(
+        status,
+        kind.unwrap_or("upstream_error"),
+        format!("upstream stream error: {message}"),
+    )
 }
 
 impl Transform for OpenAiProvider {
@@ -49,14 +121,28 @@ impl Transform for OpenAiProvider {
         let stream_options;
         let mut changes: Vec<(&str, Option<&str>)> = vec![("model", Some(&model))];
         if ctx.stream {
-            let mut options = top
-                .get_as::<serde_json::Map<String, Value>>("stream_options")
-                .unwrap_or_default();
-            if options.get("include_usage") == Some(&Value::Bool(true)) {
+            // Patched like the body, so the client's other options are kept byte for byte.
+            let raw = top.get("stream_options").map(|raw| raw.get());
+            let options = raw.and_then(|raw| json::TopLevel::parse(raw.as_bytes()).ok());
+            if options
+                .as_ref()
+                .and_then(|o| o.get_as::<bool>("include_usage"))
+                == Some(true)
+            {
                 stream_state = CLIENT_WANTS_USAGE.to_vec();
             }
-            options.insert("include_usage".into(), Value::Bool(true));
-            stream_options = Value::Object(options).to_string();
+            stream_options = match (&options, raw) {
+                (Some(options), Some(raw)) => {
+                    let patched = json::write_patched(
+                        options,
+                        &[("include_usage", Some("true"))],
+                        raw.len() + 24,
+                    );
+                    // Copied from valid UTF-8 input: cannot fail.
+                    String::from_utf8(patched).unwrap_or_default()
+                }
+                _ => r#"{"include_usage":true}"#.to_string(),
+            };
             changes.push(("stream_options", Some(&stream_options)));
         }
         Ok(UpstreamRequest {
@@ -96,7 +182,7 @@ impl Transform for OpenAiProvider {
                 usage: None,
             });
         }
-        let parsed: UsageOnly = serde_json::from_slice(&body)
+        let parsed = UsageOnly::parse(&body)
             .map_err(|e| Reject::bad_upstream(format!("upstream sent invalid JSON: {e}")))?;
         Ok(ClientResponse {
             status,
@@ -111,15 +197,30 @@ impl Transform for OpenAiProvider {
         state: Vec<u8>,
         event: SseEvent,
     ) -> Result<StreamOutput, Reject> {
-        if event.data.trim() == "[DONE]" {
+        let named_error = event.event.as_deref() == Some("error");
+        if event.data.trim() == "[DONE]" && !named_error {
             return Ok(StreamOutput::events(vec![event], state));
         }
-        let Ok(chunk) = serde_json::from_str::<UsageOnly>(&event.data) else {
+        let chunk = match UsageOnly::parse(event.data.as_bytes()) {
+            Ok(chunk) => chunk,
+            Err(_) if named_error => return Err(stream_error(&Value::Null, &event.data)),
             // Not JSON (a comment or a provider extension): forward untouched.
-            return Ok(StreamOutput::events(vec![event], state));
+            Err(_) => return Ok(StreamOutput::events(vec![event], state)),
         };
+        if chunk.error.is_some() || named_error {
+            let error = chunk
+                .error
+                .and_then(|raw| serde_json::from_str(raw.get()).ok())
+                .unwrap_or(Value::Null);
+            return Err(stream_error(&error, &event.data));
+        }
         let usage = parse_usage(chunk.usage);
-        let usage_only = usage.is_some() && chunk.choices.is_none_or(|c| c.is_empty());
+        let no_choices = || {
+            chunk.choices.is_none_or(|raw| {
+                serde_json::from_str::<Vec<IgnoredAny>>(raw.get()).is_ok_and(|c| c.is_empty())
+            })
+        };
+        let usage_only = usage.is_some() && no_choices();
         let events = if usage_only && state != CLIENT_WANTS_USAGE {
             Vec::new()
         } else {
@@ -170,6 +271,31 @@ mod tests {
     }
 
     #[test]
+    fn other_stream_options_are_kept_verbatim() {
+        // Found by fuzz_request_patches_only_model_and_stream_options: re-serialised through a
+        // Value, this float came out as 1.1795780594463033e191.
+        let body = br#"{"stream_options":{"x":[1.1795780594463031e+191],"include_usage":false}}"#;
+        let up = OpenAiProvider::transform_request(ctx(true), body.to_vec()).unwrap();
+        let text = String::from_utf8(up.body).unwrap();
+        assert!(
+            text.contains(
+                r#""stream_options":{"x":[1.1795780594463031e+191],"include_usage":true}"#
+            ),
+            "{text}"
+        );
+        assert!(up.stream_state.is_empty());
+        for odd in [r#""stream_options":null"#, r#""stream_options":[1]"#] {
+            let body = format!("{{{odd},\"messages\":[]}}");
+            let up = OpenAiProvider::transform_request(ctx(true), body.into_bytes()).unwrap();
+            let v: Value = serde_json::from_slice(&up.body).unwrap();
+            assert_eq!(
+                v["stream_options"],
+                serde_json::json!({"include_usage": true})
+            );
+        }
+    }
+
+    #[test]
     fn malformed_body_is_a_400() {
         let err = OpenAiProvider::transform_request(ctx(false), b"{nope".to_vec()).unwrap_err();
         assert_eq!(err.status, 400);
@@ -193,6 +319,52 @@ mod tests {
         let out = OpenAiProvider::transform_event(ctx(true), vec![], content).unwrap();
         assert_eq!(out.events.len(), 1);
         assert!(out.usage.is_none());
+    }
+
+    #[test]
+    fn error_in_stream_is_a_reject() {
+        let cases = [
+            (
+                r#"{"error":{"message":"The server had an error","type":"server_error","param":null,"code":null}}"#,
+                500,
+                "server_error",
+            ),
+            (
+                r#"{"error":{"message":"slow down","type":"requests","code":"rate_limit_exceeded"}}"#,
+                429,
+                "rate_limit_exceeded",
+            ),
+            (
+                r#"{"id":"x","choices":[{"delta":{},"finish_reason":"error"}],"error":{"code":502,"message":"provider went away"}}"#,
+                502,
+                "upstream_error",
+            ),
+            (r#"{"error":"overloaded"}"#, 502, "upstream_error"),
+            // Found by fuzz_events_never_panic: an empty code was passed on as the code.
+            (
+                r#"{"error":{"code":"","message":"","type":"server_error"}}"#,
+                500,
+                "server_error",
+            ),
+        ];
+        for (data, status, code) in cases {
+            let err = OpenAiProvider::transform_event(ctx(true), vec![], SseEvent::data(data))
+                .unwrap_err();
+            assert_eq!((err.status, err.code.as_str()), (status, code), "{data}");
+            assert!(
+                err.message.starts_with("upstream stream error: "),
+                "{err:?}"
+            );
+        }
+        let named = SseEvent::named("error", "upstream exploded");
+        let err = OpenAiProvider::transform_event(ctx(true), vec![], named).unwrap_err();
+        assert_eq!(err.status, 502);
+        assert_eq!(err.message, "upstream stream error: upstream exploded");
+        // A chunk whose error is null is an ordinary chunk.
+        let ok =
+            SseEvent::data(r#"{"choices":[{"index":0,"delta":{"content":"x"}}],"error":null}"#);
+        let out = OpenAiProvider::transform_event(ctx(true), vec![], ok).unwrap();
+        assert_eq!(out.events.len(), 1);
     }
 
     #[test]
