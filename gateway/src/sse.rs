@@ -113,17 +113,33 @@ impl Parser {
     }
 }
 
-/// Encodes an event for the client.
+/// Encodes an event for the client. Line breaks of any kind (LF, CRLF, CR) in `data` become
+/// separate `data:` lines, and an event name cannot carry one, so nothing a plugin or an
+/// upstream writes can frame a second event or field.
 pub fn encode(out: &mut BytesMut, event: Option<&str>, data: &str) {
     if let Some(name) = event {
         out.put_slice(b"event: ");
-        out.put_slice(name.as_bytes());
+        for part in name.split(['\r', '\n']) {
+            out.put_slice(part.as_bytes());
+        }
         out.put_u8(b'\n');
     }
-    for line in data.split('\n') {
+    let mut rest = data;
+    loop {
         out.put_slice(b"data: ");
-        out.put_slice(line.as_bytes());
-        out.put_u8(b'\n');
+        match rest.find(['\r', '\n']) {
+            Some(i) => {
+                out.put_slice(rest[..i].as_bytes());
+                out.put_u8(b'\n');
+                let skip = if rest[i..].starts_with("\r\n") { 2 } else { 1 };
+                rest = &rest[i + skip..];
+            }
+            None => {
+                out.put_slice(rest.as_bytes());
+                out.put_u8(b'\n');
+                break;
+            }
+        }
     }
     out.put_u8(b'\n');
 }
@@ -171,6 +187,56 @@ mod tests {
         assert_eq!(&out[..], b"event: message_start\ndata: a\ndata: b\n\n");
         let events = Parser::new().feed(&out).unwrap();
         assert_eq!(events[0].data, "a\nb");
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Arbitrary bytes in arbitrary pieces never panic, and what a stream yields does not
+        /// depend on how it was split.
+        #[test]
+        fn arbitrary_bytes_parse_the_same_however_split(
+            bytes in proptest::collection::vec(any::<u8>(), 0..600),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let whole = Parser::new().feed(&bytes).unwrap();
+            let at = cut.index(bytes.len() + 1);
+            let mut p = Parser::new();
+            let mut split = p.feed(&bytes[..at]).unwrap();
+            split.extend(p.feed(&bytes[at..]).unwrap());
+            prop_assert_eq!(whole, split);
+        }
+
+        /// Encoded events come back as they were (line breaks normalised to LF), however the
+        /// bytes are split.
+        #[test]
+        fn encoded_events_round_trip(
+            events in proptest::collection::vec(("[a-z_]{0,8}", "\\PC{0,30}|[a\r\n ]{0,6}"), 1..6),
+            cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..4),
+        ) {
+            let mut out = BytesMut::new();
+            for (name, data) in &events {
+                encode(&mut out, (!name.is_empty()).then_some(name.as_str()), data);
+            }
+            let mut points: Vec<usize> = cuts.iter().map(|c| c.index(out.len() + 1)).collect();
+            points.sort_unstable();
+            let mut p = Parser::new();
+            let mut got = Vec::new();
+            let mut from = 0;
+            for at in points.into_iter().chain([out.len()]) {
+                got.extend(p.feed(&out[from..at]).unwrap());
+                from = at;
+            }
+            let want: Vec<Event> = events
+                .iter()
+                .map(|(name, data)| Event {
+                    event: (!name.is_empty()).then(|| name.clone()),
+                    data: data.replace("\r\n", "\n").replace('\r', "\n"),
+                })
+                .collect();
+            prop_assert_eq!(got, want);
+            prop_assert!(!p.has_partial());
+        }
     }
 
     #[test]

@@ -529,13 +529,42 @@ fn compiled_artifacts_are_cached_on_disk() {
         Some(cache.path()),
     )
     .unwrap();
-    first.load_file(&test_plugin("trivial-auth")).unwrap();
-    let cached: Vec<_> = std::fs::read_dir(cache.path()).unwrap().collect();
+    let p = first.load_file(&test_plugin("trivial-auth")).unwrap();
+    assert!(!p.version.from_cache, "nothing was cached yet");
+    let cached: Vec<_> = std::fs::read_dir(cache.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     assert_eq!(cached.len(), 1, "one compiled artifact");
-    let second =
-        PluginRegistry::new(eng, shared, SettingsTable::default(), Some(cache.path())).unwrap();
+    // A second registry (a restart) reads the artifact back instead of compiling.
+    let second = PluginRegistry::new(
+        eng.clone(),
+        shared.clone(),
+        SettingsTable::default(),
+        Some(cache.path()),
+    )
+    .unwrap();
     let p = second.load_file(&test_plugin("trivial-auth")).unwrap();
+    assert!(
+        p.version.from_cache,
+        "the cached artifact was not read back"
+    );
     assert!(p.authenticate("r", &head("ok")).unwrap().is_ok());
+    // A corrupt artifact is discarded: the plugin is compiled again and still works.
+    // (Replaced, not written in place: loaded artifacts are memory-mapped, as in production
+    // where the cache only ever renames new files over old ones.)
+    let tmp = cache.path().join("corrupt.tmp");
+    std::fs::write(&tmp, b"not a compiled component").unwrap();
+    std::fs::rename(&tmp, &cached[0]).unwrap();
+    let third =
+        PluginRegistry::new(eng, shared, SettingsTable::default(), Some(cache.path())).unwrap();
+    let p = third.load_file(&test_plugin("trivial-auth")).unwrap();
+    assert!(!p.version.from_cache);
+    assert!(p.authenticate("r", &head("ok")).unwrap().is_ok());
+    assert!(
+        std::fs::read(&cached[0]).unwrap().len() > 100,
+        "artifact rewritten"
+    );
 }
 
 #[test]
@@ -543,7 +572,15 @@ fn hot_reload_under_concurrent_calls_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("swap-auth.wasm");
     std::fs::copy(test_plugin("trivial-auth"), &target).unwrap();
-    let reg = registry();
+    // A generous deadline: 8 threads on a small, busy machine can be descheduled past the
+    // default 50 ms, and a call timing out is not what this test is about.
+    let reg = registry_with(SettingsTable {
+        default: PluginSettings {
+            deadline: Duration::from_secs(2),
+            ..PluginSettings::default()
+        },
+        ..SettingsTable::default()
+    });
     for (path, outcome) in reg.load_dir(dir.path()) {
         outcome.unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     }

@@ -234,7 +234,10 @@ async fn one_bad_row_does_not_lose_the_rest_of_its_batch() {
             dead.clone(),
         );
         writer
-            .record(event("ok-1", &org.id, 100), Some(charge("ok-1", &org.id, 100)))
+            .record(
+                event("ok-1", &org.id, 100),
+                Some(charge("ok-1", &org.id, 100)),
+            )
             .await;
         // An org that does not exist: its charge violates the ledger's foreign key.
         writer
@@ -244,7 +247,10 @@ async fn one_bad_row_does_not_lose_the_rest_of_its_batch() {
             )
             .await;
         writer
-            .record(event("ok-2", &org.id, 200), Some(charge("ok-2", &org.id, 200)))
+            .record(
+                event("ok-2", &org.id, 200),
+                Some(charge("ok-2", &org.id, 200)),
+            )
             .await;
         writer.flush().await;
         let rows = store.usage(Some(&org.id), 10).await.unwrap();

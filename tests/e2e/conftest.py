@@ -6,7 +6,9 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -16,7 +18,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from mock_provider import MockProvider  # noqa: E402
+from ci import ci_on  # noqa: E402
+from mock_provider import ClosedPort, MockProvider  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 BINARY = Path(os.environ.get("TOLLGATE_BIN", ROOT / "target" / "debug" / "tollgate"))
@@ -44,9 +47,56 @@ def make_test_ca(directory: Path):
     return directory / "ca.pem", (str(directory / "server.pem"), str(directory / "server.key"))
 
 
+# Models every test gateway serves: name -> routes (providers, in fallback order).
+MODELS = {
+    "gpt-mock": ["openai_ok"],
+    "claude-mock": ["anthropic_ok"],
+    "fallback-429": ["fail_429", "openai_ok"],
+    "fallback-500": ["fail_500", "openai_ok"],
+    "always-429": ["fail_429"],
+    "cut-openai": ["openai_cut"],
+    "cut-anthropic": ["anthropic_cut"],
+    "tls-mock": ["openai_tls"],
+    "drip-mock": ["openai_drip"],
+    "fallback-timeout": ["openai_slow", "openai_ok"],
+    "fallback-connect": ["closed_port", "openai_ok"],
+    "tls-untrusted": ["openai_tls_untrusted"],
+    "claude-error-event": ["anthropic_error_event"],
+    'csv,"quoted" model': ["openai_ok"],
+}
+# The slow mock answers after SLOW_MS; a module that tests timeouts sets a shorter per-attempt
+# timeout with GATEWAY_OPTIONS = {"upstream_timeout_ms": ...}.
+SLOW_MS = 4000
+
+
+def standard_mocks(server_cert):
+    """The mock providers behind MODELS (each started on its own loopback port)."""
+    return {
+        "openai_ok": MockProvider("openai"),
+        "anthropic_ok": MockProvider("anthropic"),
+        "fail_429": MockProvider("openai", "status:429"),
+        "fail_500": MockProvider("openai", "status:500"),
+        "openai_cut": MockProvider("openai", "cut:2"),
+        "anthropic_cut": MockProvider("anthropic", "cut:2"),
+        "openai_tls": MockProvider("openai", tls_cert=server_cert),
+        "openai_drip": MockProvider("openai", "drip:100"),
+        "openai_slow": MockProvider("openai", f"slow:{SLOW_MS}"),
+        "closed_port": ClosedPort(),
+        "openai_tls_untrusted": MockProvider("openai", tls_cert=server_cert, trusted=False),
+        "anthropic_error_event": MockProvider("anthropic", "error-event:2"),
+    }
+
+
 class Gateway:
-    def __init__(self, tmp: Path, db: str, mocks: dict, ca_file: Path):
+    """A `tollgate serve` process with its own config, plugin directory and database.
+    `env` adds environment variables; `usage_flush_ms`, `upstream_timeout_ms` and
+    `grace_period_seconds` set those settings; `cache_dir` shares compiled plugins between
+    gateways of one test session."""
+
+    def __init__(self, tmp: Path, db: str, mocks: dict, ca_file: Path, env=None, usage_flush_ms=50,
+                 upstream_timeout_ms=10000, cache_dir=None, grace_period_seconds=0):
         self.tmp = tmp
+        self.db = db
         self.port = free_port()
         self.admin_port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
@@ -69,44 +119,42 @@ base_url = "{m.base_url}"
 api_key_env = "MOCK_{flavour.upper()}_KEY"
 transform = "provider-{flavour}"
 auth = "{'x-api-key' if flavour == 'anthropic' else 'bearer'}"
-{f'ca_file = "{ca_file}"' if m.scheme == "https" else ""}
+{f'ca_file = "{ca_file}"' if m.scheme == "https" and m.trusted else ""}
 """)
-        models = {
-            "gpt-mock": ["openai_ok"],
-            "claude-mock": ["anthropic_ok"],
-            "fallback-429": ["fail_429", "openai_ok"],
-            "fallback-500": ["fail_500", "openai_ok"],
-            "always-429": ["fail_429"],
-            "cut-openai": ["openai_cut"],
-            "cut-anthropic": ["anthropic_cut"],
-            "tls-mock": ["openai_tls"],
-            "drip-mock": ["openai_drip"],
-        }
         model_text = ""
-        for name, routes in models.items():
-            r = ", ".join(f'{{ provider = "{p}", model = "{name}-upstream", input_per_mtok = 1.0, output_per_mtok = 2.0 }}' for p in routes)
-            model_text += f'\n[[models]]\nname = "{name}"\nroutes = [{r}]\n'
+        for name, routes in MODELS.items():
+            if not all(p in mocks for p in routes):
+                continue
+            upstream = json.dumps(f"{name}-upstream")
+            r = ", ".join(f'{{ provider = "{p}", model = {upstream}, input_per_mtok = 1.0, output_per_mtok = 2.0 }}' for p in routes)
+            model_text += f'\n[[models]]\nname = {json.dumps(name)}\nroutes = [{r}]\n'
         self.config = tmp / "tollgate.toml"
         self.config.write_text(f"""
 [server]
 listen = "127.0.0.1:{self.port}"
 admin_listen = "127.0.0.1:{self.admin_port}"
 data_dir = "{tmp}/data"
-grace_period_seconds = 0
+grace_period_seconds = {grace_period_seconds}
 [database]
 url = "{self.db_url}"
-usage_flush_ms = 50
+usage_flush_ms = {usage_flush_ms}
 [plugins]
 dir = "{self.plugin_dir}"
+{f'cache_dir = "{cache_dir}"' if cache_dir else ""}
 [limits]
 max_body_bytes = 65536
-upstream_timeout_ms = 10000
+upstream_timeout_ms = {upstream_timeout_ms}
 {''.join(providers)}
 {model_text}
 """)
         self.env = {**os.environ, "MOCK_OPENAI_KEY": "sk-mock-openai", "MOCK_ANTHROPIC_KEY": "sk-mock-anthropic",
-                    "RUST_LOG": "info", "TOLLGATE_KEY_SECRET": "e2e-secret"}
-        self.log = open(tmp / "gateway.log", "w")
+                    "RUST_LOG": "info", "TOLLGATE_KEY_SECRET": "e2e-secret", "TOLLGATE_ADMIN_TOKEN": "",
+                    **(env or {})}
+        self.log = open(tmp / "gateway.log", "a")
+        self.start()
+
+    def start(self):
+        tmp = self.tmp
         self.proc = subprocess.Popen([str(BINARY), "--config", str(self.config), "serve"],
                                      stdout=self.log, stderr=subprocess.STDOUT, env=self.env)
         deadline = time.time() + 60
@@ -134,16 +182,49 @@ upstream_timeout_ms = 10000
     def balance_micros(self, org):
         return round(float(self.cli("credits", "balance", "--org", org).lstrip("$")) * 1e6)
 
-    def admin(self, path):
-        return json.loads(urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}{path}", timeout=5).read())
+    def admin(self, path, token=None):
+        req = urllib.request.Request(f"http://127.0.0.1:{self.admin_port}{path}")
+        if token:
+            req.add_header("authorization", f"Bearer {token}")
+        return json.loads(urllib.request.urlopen(req, timeout=5).read())
 
-    def stop(self):
-        self.proc.terminate()
+    def log_text(self):
+        self.log.flush()
+        return (self.tmp / "gateway.log").read_text()
+
+    def sql(self, statement):
+        """Runs one SQL statement on the gateway's database, behind its back; returns the rows
+        (each a list of column values as text)."""
+        if self.pg_db:
+            out = subprocess.run(["psql", self.db_url, "-qtAF", "\t", "-c", statement], check=True,
+                                 capture_output=True, text=True)
+            return [line.split("\t") for line in out.stdout.splitlines() if line]
+        conn = sqlite3.connect(self.db_url.removeprefix("sqlite://"), timeout=10)
         try:
-            self.proc.wait(timeout=15)
+            with conn:
+                rows = conn.execute(statement).fetchall()
+        finally:
+            conn.close()
+        return [["" if v is None else str(v) for v in row] for row in rows]
+
+    def sigterm(self, timeout=15):
+        """SIGTERM, then the exit status (killed after `timeout` s: a hung shutdown fails)."""
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+            raise AssertionError(f"gateway did not exit within {timeout} s of SIGTERM")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
         self.log.close()
         if self.pg_db:
             subprocess.run(["psql", PG_URL, "-qc", f"DROP DATABASE IF EXISTS {self.pg_db} WITH (FORCE)"], capture_output=True)
@@ -154,28 +235,29 @@ def test_ca(tmp_path_factory):
     return make_test_ca(tmp_path_factory.mktemp("ca"))
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def gw(request, tmp_path_factory, test_ca):
-    db = request.param
+@pytest.fixture(scope="session")
+def plugin_cache(tmp_path_factory):
+    """Compiled plugins shared by every gateway of the session (compiling is slow in debug)."""
+    return tmp_path_factory.mktemp("plugin-cache")
+
+
+def require_db(db):
     if db == "postgres" and PG_URL == "skip":
-        if os.environ.get("CI") == "true":
+        if ci_on():
             pytest.fail("PostgreSQL is required under CI")
         pytest.skip("PostgreSQL suite SKIPPED: no server (set TOLLGATE_TEST_POSTGRES)")
     assert BINARY.exists(), f"{BINARY} missing: build with cargo build -p tollgate"
     assert (PLUGINS / "auth-apikey.wasm").exists(), "run scripts/build-plugins first"
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def gw(request, tmp_path_factory, test_ca, plugin_cache):
+    db = request.param
+    require_db(db)
     ca_file, server_cert = test_ca
-    mocks = {
-        "openai_ok": MockProvider("openai"),
-        "anthropic_ok": MockProvider("anthropic"),
-        "fail_429": MockProvider("openai", "status:429"),
-        "fail_500": MockProvider("openai", "status:500"),
-        "openai_cut": MockProvider("openai", "cut:2"),
-        "anthropic_cut": MockProvider("anthropic", "cut:2"),
-        "openai_tls": MockProvider("openai", tls_cert=server_cert),
-        "openai_drip": MockProvider("openai", "drip:100"),
-    }
-    g = Gateway(tmp_path_factory.mktemp(f"gw-{db}"), db, mocks, ca_file)
-    g.db = db
+    mocks = standard_mocks(server_cert)
+    options = getattr(request.module, "GATEWAY_OPTIONS", {})
+    g = Gateway(tmp_path_factory.mktemp(f"gw-{db}"), db, mocks, ca_file, cache_dir=plugin_cache, **options)
     g.org = g.cli("orgs", "create", "acme")
     g.key = g.cli("keys", "create", "--org", g.org)
     g.cli("credits", "add", "--org", g.org, "--usd", "10")

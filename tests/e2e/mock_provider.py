@@ -7,7 +7,12 @@ Each server has a `behaviour`:
   "cut:<n>"         stream <n> content chunks, then drop the connection mid-stream
   "slow:<ms>"       wait before answering
   "drip:<ms>"       stream slowly (a chunk every <ms>); `client_gone` is set when a write fails
+  "error-event:<n>" (anthropic) stream <n> text deltas, then an `event: error` (overloaded_error)
+                    and end the stream, as Anthropic does when it fails mid-stream
+An Anthropic request with `tools` is answered with a text block and a `tool_use` block for the
+first tool (streamed as `input_json_delta` pieces), arguments TOOL_INPUT.
 It records every request it received (path, headers, JSON body) in `requests`.
+`ClosedPort` is a provider address where nothing listens (connect errors).
 """
 
 import json
@@ -20,6 +25,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 WORDS = ["Hello", " from", " the", " mock", " provider", "."]
 PROMPT_TOKENS = 11
 COMPLETION_TOKENS = len(WORDS)
+TOOL_TEXT = "Let me check."
+TOOL_ID = "toolu_mock1"
+TOOL_INPUT = {"city": "Paris", "unit": "celsius"}
+# TOOL_INPUT as JSON, in the pieces the mock streams (split mid-token, as Anthropic does).
+TOOL_JSON_PIECES = ["", '{"city": "Par', 'is", "un', 'it": "celsius"}']
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -144,7 +154,14 @@ class _Handler(BaseHTTPRequestHandler):
         model = body.get("model", "")
         usage = {"input_tokens": PROMPT_TOKENS, "output_tokens": COMPLETION_TOKENS,
                  "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+        tool = (body.get("tools") or [None])[0]
         if not body.get("stream"):
+            if tool:
+                return self._json(200, {
+                    "id": "msg_mock1", "type": "message", "role": "assistant", "model": model,
+                    "content": [{"type": "text", "text": TOOL_TEXT},
+                                {"type": "tool_use", "id": TOOL_ID, "name": tool["name"], "input": TOOL_INPUT}],
+                    "stop_reason": "tool_use", "stop_sequence": None, "usage": usage})
             return self._json(200, {
                 "id": "msg_mock1", "type": "message", "role": "assistant", "model": model,
                 "content": [{"type": "text", "text": "".join(WORDS)}],
@@ -159,10 +176,28 @@ class _Handler(BaseHTTPRequestHandler):
             "stop_reason": None, "stop_sequence": None, "usage": {**usage, "output_tokens": 1}}})
         event("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})
         event("ping", {"type": "ping"})
-        cut = int(self.server.behaviour.split(":")[1]) if self.server.behaviour.startswith("cut:") else None
+        if tool:
+            event("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": TOOL_TEXT}})
+            event("content_block_stop", {"type": "content_block_stop", "index": 0})
+            event("content_block_start", {"type": "content_block_start", "index": 1, "content_block": {
+                "type": "tool_use", "id": TOOL_ID, "name": tool["name"], "input": {}}})
+            for piece in TOOL_JSON_PIECES:
+                event("content_block_delta", {"type": "content_block_delta", "index": 1,
+                                              "delta": {"type": "input_json_delta", "partial_json": piece}})
+            event("content_block_stop", {"type": "content_block_stop", "index": 1})
+            event("message_delta", {"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+                                    "usage": {"output_tokens": COMPLETION_TOKENS}})
+            event("message_stop", {"type": "message_stop"})
+            return self._end_stream()
+        behaviour = self.server.behaviour
+        cut = int(behaviour.split(":")[1]) if behaviour.startswith("cut:") else None
+        error_at = int(behaviour.split(":")[1]) if behaviour.startswith("error-event:") else None
         for i, w in enumerate(WORDS):
             if cut is not None and i == cut:
                 return self._cut()
+            if error_at is not None and i == error_at:
+                event("error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
+                return self._end_stream()
             event("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": w}})
         event("content_block_stop", {"type": "content_block_stop", "index": 0})
         event("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
@@ -174,10 +209,12 @@ class _Handler(BaseHTTPRequestHandler):
 class MockProvider(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, flavour="openai", behaviour="ok", tls_cert=None):
+    def __init__(self, flavour="openai", behaviour="ok", tls_cert=None, trusted=True):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.flavour = flavour
         self.behaviour = behaviour
+        # For TLS mocks: whether the gateway is given the test CA (`ca_file`) for this provider.
+        self.trusted = trusted
         self.requests = []
         self.client_gone = threading.Event()
         self.scheme = "http"
@@ -189,6 +226,12 @@ class MockProvider(ThreadingHTTPServer):
         self.thread = threading.Thread(target=self.serve_forever, daemon=True)
         self.thread.start()
 
+    def handle_error(self, request, client_address):
+        """A client (the gateway) that went away is expected (timeouts, cut streams): quiet."""
+        import sys
+        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError, ssl.SSLError)):
+            super().handle_error(request, client_address)
+
     @property
     def base_url(self):
         host = "localhost" if self.scheme == "https" else "127.0.0.1"
@@ -197,6 +240,25 @@ class MockProvider(ThreadingHTTPServer):
     def stop(self):
         self.shutdown()
         self.server_close()
+
+
+class ClosedPort:
+    """A provider address where nothing listens: every connection attempt is refused."""
+
+    flavour, scheme, trusted, behaviour = "openai", "http", True, "closed"
+
+    def __init__(self):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.requests = []
+
+    @property
+    def base_url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self):
+        pass
 
 
 if __name__ == "__main__":

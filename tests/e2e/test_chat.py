@@ -1,53 +1,17 @@
 """OpenAI chat completions through the real gateway with the official `openai` SDK, on SQLite and
-PostgreSQL: success paths, errors, fallback, cut streams, TLS upstreams, hot plugin swaps."""
+PostgreSQL: success paths, errors, fallback, cut streams, TLS upstreams. Hot plugin swaps are in
+test_hot_reload.py; timeouts, connect errors, Anthropic tools and images, key expiry and more in
+test_coverage.py; the admin token and the shutdown flush in test_lifecycle.py."""
 
 import json
 import math
-import shutil
-import threading
 import time
-import urllib.error
-import urllib.request
 
 import openai
 import pytest
 
+from helpers import EXPECTED, MESSAGES, PRICE_IN, PRICE_OUT, client, raw_post, settled
 from openapi_check import validate
-
-MESSAGES = [{"role": "user", "content": "Say hello"}]
-EXPECTED = "Hello from the mock provider."
-# Every mock route is priced 1 USD/Mtok in, 2 USD/Mtok out: micro-USD per token 1 and 2.
-PRICE_IN, PRICE_OUT = 1, 2
-
-
-def client(gw, key=None, retries=0):
-    return openai.OpenAI(base_url=gw.base_url, api_key=key or gw.key, max_retries=retries, timeout=30)
-
-
-def settled(gw, request_id, timeout=5.0):
-    """The usage event of a request, once the batch writer stored it."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        events = [e for e in gw.usage() if e["request_id"] == request_id]
-        if events:
-            assert len(events) == 1, events
-            return events[0]
-        time.sleep(0.1)
-    raise AssertionError(f"no usage event for {request_id}")
-
-
-def raw_post(gw, body: bytes, key=None, headers=None):
-    req = urllib.request.Request(gw.base_url + "/chat/completions", data=body, method="POST")
-    req.add_header("content-type", "application/json")
-    if key is not False:
-        req.add_header("authorization", f"Bearer {key or gw.key}")
-    for k, v in (headers or {}).items():
-        req.add_header(k, v)
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return r.status, r.read(), dict(r.headers)
-    except urllib.error.HTTPError as e:
-        return e.code, e.read(), dict(e.headers)
 
 
 def test_non_streaming_openai_provider(gw):
@@ -245,43 +209,3 @@ def test_models_list(gw):
     assert {"gpt-mock", "claude-mock"} <= ids
     for m in models.data:
         validate("Model", m.model_dump())
-
-
-def test_plugin_swapped_on_disk_while_requests_flow(gw):
-    failures, done = [], threading.Event()
-    count = [0]
-
-    def load():
-        c = client(gw)
-        while not done.is_set():
-            try:
-                r = c.chat.completions.create(model="gpt-mock", messages=MESSAGES)
-                assert r.choices[0].message.content == EXPECTED
-                count[0] += 1
-            except Exception as e:  # noqa: BLE001 - every failure counts
-                failures.append(repr(e))
-
-    threads = [threading.Thread(target=load) for _ in range(4)]
-    for t in threads:
-        t.start()
-    time.sleep(0.5)
-    before = {p["name"]: p["active"]["sha256"] for p in gw.admin("/admin/plugins") if p["active"]}
-    target = gw.plugin_dir / "retention-metadata-only.wasm"
-    tmp = gw.plugin_dir / ".swap.tmp"
-    from conftest import TEST_PLUGINS
-    shutil.copy(TEST_PLUGINS / "trivial-logging.wasm", tmp)
-    tmp.rename(target)
-    deadline = time.time() + 5
-    while time.time() < deadline:
-        now = {p["name"]: p["active"]["sha256"] for p in gw.admin("/admin/plugins") if p["active"]}
-        if now["retention-metadata-only"] != before["retention-metadata-only"]:
-            break
-        time.sleep(0.05)
-    else:
-        raise AssertionError("swapped plugin not picked up")
-    time.sleep(0.5)
-    done.set()
-    for t in threads:
-        t.join()
-    assert failures == [], failures[:3]
-    assert count[0] > 10

@@ -27,21 +27,21 @@ impl ArtifactCache {
         self.dir.join(format!("{sha256}-{}.cwasm", self.engine_key))
     }
 
-    /// Returns the compiled component, from the cache when present, compiling and storing it
-    /// otherwise. A cache file that fails to load is recompiled and replaced.
+    /// Returns the compiled component and whether it came from the cache, compiling and
+    /// storing it otherwise. A cache file that fails to load is recompiled and replaced.
     pub fn load_or_compile(
         &self,
         engine: &Engine,
         sha256: &str,
         wasm: &[u8],
-    ) -> wasmtime::Result<Component> {
+    ) -> wasmtime::Result<(Component, bool)> {
         let path = self.path_for(sha256);
         if path.is_file() {
             // SAFETY: the file was written by `Component::serialize` of this same engine
             // configuration (the name carries the engine's compatibility hash), atomically, in a
             // directory owned by the gateway.
             match unsafe { Component::deserialize_file(engine, &path) } {
-                Ok(component) => return Ok(component),
+                Ok(component) => return Ok((component, true)),
                 Err(err) => {
                     tracing::warn!(path = %path.display(), error = %err, "discarding unreadable compiled plugin")
                 }
@@ -54,6 +54,6 @@ impl ArtifactCache {
                 let _ = std::fs::rename(&tmp, &path);
             }
         }
-        Ok(component)
+        Ok((component, false))
     }
 }

@@ -54,6 +54,8 @@ pub struct PluginVersion {
     pub loaded_at: SystemTime,
     /// Milliseconds spent compiling (or loading from the artifact cache) and checking.
     pub load_ms: f64,
+    /// Whether the compiled code came from the on-disk artifact cache (no Cranelift run).
+    pub from_cache: bool,
 }
 
 /// Call statistics of a plugin version.

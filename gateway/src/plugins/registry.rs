@@ -282,9 +282,9 @@ impl PluginRegistry {
             }
         }
         let engine = &self.engine.engine;
-        let component = match &self.cache {
+        let (component, from_cache) = match &self.cache {
             Some(cache) => cache.load_or_compile(engine, &sha256, &wasm),
-            None => Component::new(engine, &wasm),
+            None => Component::new(engine, &wasm).map(|c| (c, false)),
         }
         .map_err(|e| load_err(format!("not a valid component: {e:#}")))?;
         let (stage, wit_version) = inspect(engine, &component).map_err(load_err)?;
@@ -319,6 +319,7 @@ impl PluginRegistry {
             size_bytes: wasm.len() as u64,
             loaded_at: SystemTime::now(),
             load_ms: 0.0,
+            from_cache,
         };
         let settings = self.settings.load().for_plugin(name);
         let mut plugin = LoadedPlugin::new(

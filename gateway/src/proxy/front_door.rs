@@ -610,6 +610,24 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Whatever a client sends, framing answers without panicking, and a complete request
+        /// it accepts never claims more bytes than the limits allow.
+        #[test]
+        fn framing_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2048)) {
+            let l = limits();
+            match frame(&bytes, &l) {
+                Ok(Framing::Sized { header_len, body_len }) => {
+                    proptest::prop_assert!(header_len <= bytes.len() && header_len <= l.max_header_bytes);
+                    proptest::prop_assert!(body_len <= l.max_body_bytes);
+                }
+                Ok(Framing::Chunked { header_len }) => proptest::prop_assert!(header_len <= bytes.len()),
+                Ok(Framing::Partial) => proptest::prop_assert!(bytes.len() <= l.max_header_bytes),
+                Err(r) => proptest::prop_assert!(matches!(r.status, 400 | 413 | 431)),
+            }
+        }
+    }
+
     #[test]
     fn caps_evict_the_oldest_idle_connection_first() {
         let conns = Connections::new(3, 2);

@@ -55,8 +55,10 @@ impl ProxyHttp for Gateway {
         let method = session.req_header().method.clone();
         let path = session.req_header().uri.path().to_string();
         // The span is attached to the future (never entered across an await), so every line a
-        // request logs carries its own id and no other.
-        let span = tracing::info_span!("request", request_id = %request.id, %method, %path);
+        // request logs carries its own id and no other. It is an error-level span so that it
+        // is enabled whatever the log filter lets through: a warning without its request id
+        // is no use.
+        let span = tracing::error_span!("request", request_id = %request.id, %method, %path);
         self.route(request, session, method, path)
             .instrument(span)
             .await;

@@ -272,13 +272,19 @@ impl Upstreams {
                 Err(_) => return Err(AttemptFailure::Connect("connect timed out".into())),
             };
         // Pingora's own proxy copies these from the peer onto the session; we drive the
-        // session ourselves, so we set them.
-        session.set_read_timeout(Some(limits.stall));
+        // session ourselves, so we set them: the first-byte bound while the response header is
+        // awaited, the stall bound once it arrived.
+        session.set_read_timeout(Some(limits.first_byte));
         session.set_write_timeout(Some(limits.stall));
         let exchange = async {
             let header = build_request(provider, &request, stream)
                 .map_err(|e| AttemptFailure::Other(e.to_string()))?;
-            let io = |e: Box<pingora_core::Error>| AttemptFailure::Connect(e.to_string());
+            let io = |e: Box<pingora_core::Error>| match e.etype() {
+                pingora_core::ErrorType::ReadTimedout | pingora_core::ErrorType::WriteTimedout => {
+                    AttemptFailure::Timeout
+                }
+                _ => AttemptFailure::Connect(e.to_string()),
+            };
             session
                 .write_request_header(Box::new(header))
                 .await
@@ -296,6 +302,7 @@ impl Upstreams {
             Ok(r) => r?,
             Err(_) => return Err(AttemptFailure::Timeout),
         }
+        session.set_read_timeout(Some(limits.stall));
         let resp = session
             .response_header()
             .ok_or_else(|| AttemptFailure::Other("no response header".into()))?;

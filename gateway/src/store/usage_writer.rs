@@ -72,12 +72,17 @@ async fn run(sink: Sink, mut rx: mpsc::Receiver<Msg>, max_batch: usize, flush_ev
     let mut events = Vec::with_capacity(max_batch);
     let mut charges = Vec::with_capacity(max_batch);
     let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
+    // When the oldest pending record must be written (set when a batch starts), so steady
+    // traffic cannot postpone a flush by resetting a per-message timeout.
+    let mut flush_at = tokio::time::Instant::now();
     loop {
         // Wait for the next message; with records pending, only until the next flush is due.
         let (msg, due) = if events.is_empty() {
-            (rx.recv().await, false)
+            let msg = rx.recv().await;
+            flush_at = tokio::time::Instant::now() + flush_every;
+            (msg, false)
         } else {
-            match tokio::time::timeout(flush_every, rx.recv()).await {
+            match tokio::time::timeout_at(flush_at, rx.recv()).await {
                 Ok(m) => (m, false),
                 Err(_) => (None, true),
             }
@@ -153,7 +158,11 @@ impl Sink {
     async fn write_row(&self, event: &UsageEvent, charge: &[ChargeEntry]) {
         let mut wait = Duration::from_millis(100);
         loop {
-            match self.store.record_usage(std::slice::from_ref(event), charge).await {
+            match self
+                .store
+                .record_usage(std::slice::from_ref(event), charge)
+                .await
+            {
                 Ok(()) => return,
                 Err(err) if err.is_permanent() => {
                     tracing::error!(error = %err, request_id = %event.request_id,

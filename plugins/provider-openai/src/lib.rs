@@ -204,7 +204,19 @@ impl Transform for OpenAiProvider {
         let chunk = match UsageOnly::parse(event.data.as_bytes()) {
             Ok(chunk) => chunk,
             Err(_) if named_error => return Err(stream_error(&Value::Null, &event.data)),
-            // Not JSON (a comment or a provider extension): forward untouched.
+            // Not JSON at all: the stream is broken (a client SDK would fail to decode it), so
+            // it ends here as an error rather than reaching the client.
+            Err(_) if serde_json::from_str::<IgnoredAny>(&event.data).is_err() => {
+                return Err(Reject::new(
+                    502,
+                    "invalid_upstream_stream",
+                    format!(
+                        "upstream stream error: the provider sent an event that is not JSON: {}",
+                        quoted(&event.data)
+                    ),
+                ))
+            }
+            // JSON of an unexpected shape (a provider extension): forward untouched.
             Err(_) => return Ok(StreamOutput::events(vec![event], state)),
         };
         if chunk.error.is_some() || named_error {

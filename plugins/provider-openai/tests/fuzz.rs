@@ -210,11 +210,14 @@ fn check_stream_reject(r: &Reject) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-/// One event through `transform_event`: a reject only for an error, else the state handed back
+/// One event through `transform_event`: a reject only for an error (or data that is not JSON),
+/// else the state handed back
 /// unchanged and the event forwarded as it is or (a usage-only chunk) dropped.
 fn check_event(state: &[u8], event: &SseEvent) -> Result<Option<Vec<SseEvent>>, TestCaseError> {
     let parsed: Option<Value> = serde_json::from_str(&event.data).ok();
+    let not_json = parsed.is_none() && event.data.trim() != "[DONE]";
     let is_error = event.event.as_deref() == Some("error")
+        || not_json
         || parsed
             .as_ref()
             .is_some_and(|v| v.get("error").is_some_and(|e| !e.is_null()));
