@@ -731,7 +731,10 @@ fn soak_check(bin: &Path, gw: &Gateway) -> Result<String> {
             .env("TOLLGATE_KEY_SECRET", "bench")
             .output()?;
         if !out.status.success() {
-            bail!("tollgate {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "tollgate {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     };
@@ -744,11 +747,14 @@ fn soak_check(bin: &Path, gw: &Gateway) -> Result<String> {
         let v: serde_json::Value = serde_json::from_str(line)?;
         records += 1;
         cost += v["cost_micros"].as_i64().unwrap_or(0);
-        *statuses.entry(v["status"].as_i64().unwrap_or(0)).or_default() += 1;
+        *statuses
+            .entry(v["status"].as_i64().unwrap_or(0))
+            .or_default() += 1;
         ids.insert(v["request_id"].as_str().unwrap_or("").to_string());
     }
     let balance = cli(&["credits", "balance", "--org", &gw.org])?;
-    let balance_micros = (balance.trim().trim_start_matches('$').parse::<f64>()? * 1e6).round() as i64;
+    let balance_micros =
+        (balance.trim().trim_start_matches('$').parse::<f64>()? * 1e6).round() as i64;
     let granted: i64 = 1_000_000 * 1_000_000;
     // Requests the gateway counted (all statuses), from its own metrics.
     let mut metrics = String::new();
