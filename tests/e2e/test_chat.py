@@ -128,8 +128,14 @@ def test_errors_in_openai_shape_and_nothing_charged(gw):
     with pytest.raises(openai.NotFoundError):
         client(gw).chat.completions.create(model="no-such-model", messages=MESSAGES)
 
-    time.sleep(0.3)
-    assert len(gw.usage()) == before_usage
+    # Unauthenticated requests leave no record; every authenticated one leaves exactly one,
+    # with its status and no cost: 402 (broke org), 400 (bad JSON), 404 twice.
+    time.sleep(0.5)
+    events = gw.usage()
+    assert len(events) == before_usage + 4, events[:6]
+    latest = sorted(events, key=lambda e: e["created_at"])[-4:]
+    assert sorted(e["status"] for e in latest) == [400, 402, 404, 404]
+    assert all(e["cost_micros"] == 0 for e in latest)
     assert gw.balance_micros(gw.org) == before_balance
 
 

@@ -416,7 +416,19 @@ impl<'a> Request<'a> {
         };
         let chat = match validate::chat(&body, &self.state.config.validation) {
             Ok(c) => c,
-            Err(e) => return self.respond_error(session, &e, "").await,
+            Err(e) => {
+                let summary = RequestSummary {
+                    format: ApiFormat::OpenaiChat,
+                    model: String::new(),
+                    stream: false,
+                    max_tokens: None,
+                    has_tools: false,
+                    body_bytes: u32::try_from(body.len()).unwrap_or(u32::MAX),
+                };
+                self.record_failure(&who, &summary, e.status, Vec::new())
+                    .await;
+                return self.respond_error(session, &e, "").await;
+            }
         };
         let summary = RequestSummary {
             format: ApiFormat::OpenaiChat,
@@ -427,6 +439,10 @@ impl<'a> Request<'a> {
             body_bytes: u32::try_from(body.len()).unwrap_or(u32::MAX),
         };
         if let Err(e) = self.run_chat(session, &who, &summary, &body).await {
+            // Refused or failed after authentication (routing, billing, a plugin): still one
+            // usage record, so every authenticated request is accounted for.
+            self.record_failure(&who, &summary, e.status, Vec::new())
+                .await;
             self.respond_error(session, &e, &summary.model).await;
         }
     }
@@ -458,6 +474,8 @@ impl<'a> Request<'a> {
             .collect()
     }
 
+    /// Routes, authorizes and runs the attempts. Everything it answers itself is recorded;
+    /// an `Err` is a refusal before any attempt, not yet recorded or answered.
     async fn run_chat(
         &self,
         session: &mut Session,
@@ -681,7 +699,8 @@ impl<'a> Request<'a> {
         };
         self.record_failure(who, summary, error.status, records)
             .await;
-        Err(error)
+        self.respond_error(session, &error, &summary.model).await;
+        Ok(())
     }
 
     /// Reads a complete upstream response, translates it and sends it: (status, usage, charge).

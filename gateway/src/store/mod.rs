@@ -466,7 +466,9 @@ impl Store {
                 sql.push(')');
             }
             sql.push_str(" ON CONFLICT DO NOTHING");
-            let mut query = sqlx::query(&sql);
+            // Not kept in the connection's statement cache: the text differs with the row
+            // count, and a cached 1700-parameter statement per count grew memory for good.
+            let mut query = sqlx::query(&sql).persistent(false);
             for e in chunk {
                 query = query
                     .bind(&e.request_id)
