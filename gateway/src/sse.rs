@@ -129,7 +129,7 @@ pub fn encode(out: &mut BytesMut, event: Option<&str>, data: &str) {
         out.put_slice(b"data: ");
         match rest.find(['\r', '\n']) {
             Some(i) => {
-                out.put_slice(rest[..i].as_bytes());
+                out.put_slice(&rest.as_bytes()[..i]);
                 out.put_u8(b'\n');
                 let skip = if rest[i..].starts_with("\r\n") { 2 } else { 1 };
                 rest = &rest[i + skip..];
