@@ -542,6 +542,17 @@ fn serve(config: Config) -> Result<()> {
         ),
         config,
     });
+    // After a flood of connections drains, give its memory back (checked every 2 s).
+    let watched = state.clone();
+    background.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            tick.tick().await;
+            if watched.connections.trim_after_surge(1024) {
+                tracing::info!("connection surge over: freed memory returned to the system");
+            }
+        }
+    });
     let mut server = build_server(state)?;
     server.add_service(pingora_core::services::background::background_service(
         "usage-flush",
