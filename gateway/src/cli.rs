@@ -536,10 +536,10 @@ fn serve(config: Config) -> Result<()> {
         services,
         usage: usage.clone(),
         metrics: Default::default(),
-        connections: crate::proxy::front_door::Connections::new(
+        connections: Arc::new(crate::proxy::front_door::Connections::new(
             config.downstream.max_connections,
             config.downstream.max_connections_per_ip,
-        ),
+        )),
         config,
     });
     // After a flood of connections drains, give its memory back (checked every 2 s).

@@ -30,11 +30,10 @@ use pingora_core::apps::{HttpServerApp, ServerApp};
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
-use pingora_proxy::HttpProxy;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
 
-use super::{AppState, Gateway};
+use super::AppState;
 use crate::api_error::{ApiError, ClientFormat};
 use crate::config::DownstreamLimits;
 
@@ -371,10 +370,12 @@ fn release_free_memory() {
 // ---------------------------------------------------------------------------------------------
 // The application
 
-/// Wraps Pingora's HTTP proxy application with the limits above.
-pub struct FrontDoor {
-    pub proxy: Arc<HttpProxy<Gateway>>,
+/// Wraps a Pingora HTTP application (the API's proxy, the admin app) with the limits above.
+pub struct FrontDoor<A> {
+    pub app: Arc<A>,
     pub limits: DownstreamLimits,
+    /// The connection table this listener counts against.
+    pub connections: Arc<Connections>,
     pub state: Arc<AppState>,
 }
 
@@ -386,7 +387,7 @@ enum Head {
     Close,
 }
 
-impl FrontDoor {
+impl<A> FrontDoor<A> {
     /// Writes a canned response and closes, bounded by the write timeout.
     async fn refuse(&self, stream: &mut Stream, refusal: &Refusal, format: ClientFormat) {
         self.state.metrics.connection_refused(refusal.code);
@@ -507,7 +508,10 @@ fn expects_continue(header: &[u8]) -> bool {
 }
 
 #[async_trait]
-impl ServerApp for FrontDoor {
+impl<A> ServerApp for FrontDoor<A>
+where
+    A: HttpServerApp + Send + Sync + 'static,
+{
     async fn process_new(
         self: &Arc<Self>,
         mut stream: Stream,
@@ -517,7 +521,7 @@ impl ServerApp for FrontDoor {
             .get_socket_digest()
             .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()))
             .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        let mut guard = match self.state.connections.admit(ip) {
+        let mut guard = match self.connections.admit(ip) {
             Ok(g) => g,
             Err(refusal) => {
                 self.refuse(&mut stream, &refusal, ClientFormat::OpenAi)
@@ -548,7 +552,7 @@ impl ServerApp for FrontDoor {
             session.set_read_timeout(Some(self.limits.body_timeout));
             session.set_total_drain_timeout(Some(self.limits.body_timeout));
             session.set_pipelined_prefix(request);
-            let reused = self.proxy.process_new_http(session, shutdown).await?;
+            let reused = self.app.process_new_http(session, shutdown).await?;
             let (next, _settings) = reused.consume();
             stream = next;
             if buf.capacity() > 64 << 10 && buf.is_empty() {
@@ -559,7 +563,7 @@ impl ServerApp for FrontDoor {
     }
 
     async fn cleanup(&self) {
-        self.proxy.http_cleanup().await;
+        self.app.http_cleanup().await;
     }
 }
 

@@ -34,8 +34,8 @@ pub struct AppState {
     pub usage: UsageWriterHandle,
     pub metrics: Metrics,
     pub upstreams: Upstreams,
-    /// Open client connections, capped by the front door.
-    pub connections: Connections,
+    /// Open client connections on the API listener, capped by the front door.
+    pub connections: Arc<Connections>,
 }
 
 /// The public API, as a Pingora `ProxyHttp` whose `request_filter` answers every request (see
@@ -153,15 +153,27 @@ pub fn build_server(state: Arc<AppState>) -> anyhow::Result<Server> {
     let mut api = pingora_core::services::listening::Service::new(
         "tollgate-api".to_string(),
         FrontDoor {
-            proxy: Arc::new(proxy),
+            app: Arc::new(proxy),
             limits: state.config.downstream.clone(),
+            connections: state.connections.clone(),
             state: state.clone(),
         },
     );
     api.add_tcp(&state.config.listen);
+    // The admin listener gets the same header, body and connection bounds, with a connection
+    // table of its own so an API flood cannot lock operators out (nor the reverse).
+    let admin_connections = Arc::new(Connections::new(
+        state.config.downstream.max_connections,
+        state.config.downstream.max_connections_per_ip,
+    ));
     let mut admin = pingora_core::services::listening::Service::new(
         "tollgate-admin".to_string(),
-        admin::AdminApp {
+        FrontDoor {
+            app: Arc::new(admin::AdminApp {
+                state: state.clone(),
+            }),
+            limits: state.config.downstream.clone(),
+            connections: admin_connections,
             state: state.clone(),
         },
     );
