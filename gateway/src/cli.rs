@@ -6,16 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use async_trait::async_trait;
 use clap::{Parser, Subcommand, ValueEnum};
-use pingora_core::server::ShutdownWatch;
-use pingora_core::services::background::BackgroundService;
 
 use crate::config::Config;
 use crate::plugins::{EngineOptions, HostContext, PluginEngine, PluginRegistry, PluginStatus};
 use crate::proxy::{build_server, upstream::Upstreams, AppState};
 use crate::services::GatewayServices;
-use crate::store::{Store, UsageEvent, UsageWriter, UsageWriterHandle};
+use crate::store::{Store, UsageEvent, UsageWriter};
 
 #[derive(Parser, Debug)]
 #[command(name = "tollgate", version, about = "A programmable LLM API gateway")]
@@ -452,21 +449,6 @@ fn local_registry(config: &Config) -> Result<PluginRegistry> {
     )
 }
 
-/// Flushes pending usage records when the server shuts down.
-struct UsageFlushOnShutdown {
-    usage: UsageWriterHandle,
-    runtime: tokio::runtime::Handle,
-}
-
-#[async_trait]
-impl BackgroundService for UsageFlushOnShutdown {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let _ = shutdown.changed().await;
-        let usage = self.usage.clone();
-        let _ = self.runtime.spawn(async move { usage.flush().await }).await;
-    }
-}
-
 fn check_required(config: &Config, registry: &PluginRegistry) -> Result<()> {
     let mut missing = Vec::new();
     let stage_plugins = [
@@ -553,17 +535,11 @@ fn serve(config: Config) -> Result<()> {
             }
         }
     });
-    let mut server = build_server(state)?;
-    server.add_service(pingora_core::services::background::background_service(
-        "usage-flush",
-        UsageFlushOnShutdown {
-            usage: usage.clone(),
-            runtime: background.handle().clone(),
-        },
-    ));
+    let server = build_server(state)?;
     server.run(pingora_core::server::RunArgs::default());
-    // Pingora returns once its runtimes stopped; the shutdown hook above may have lost the race
-    // with that. Whatever is still queued is written now, before the process exits.
+    // Pingora returns once its runtimes stopped, so every request has queued its record by now:
+    // write whatever is still queued before the process exits. (A shutdown hook inside Pingora
+    // raced with the runtimes stopping and lost records.)
     background.block_on(async {
         if tokio::time::timeout(Duration::from_secs(30), usage.flush())
             .await

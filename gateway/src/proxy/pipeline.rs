@@ -725,7 +725,14 @@ impl<'a> Request<'a> {
             // nothing was sent yet, so another provider may still answer.
             Err(err) if err.status >= 500 => return Err(AttemptFailure::Refused(err)),
             Err(err) => {
-                self.respond_error(session, &err, &ctx.upstream_model).await;
+                // Counted in the metrics by settlement, like every answer: not here too.
+                self.respond(
+                    session,
+                    err.status,
+                    "application/json",
+                    err.body(self.format),
+                )
+                .await;
                 return Ok(Answer {
                     status: err.status,
                     usage: NO_USAGE,
