@@ -7,7 +7,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -19,19 +18,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from ci import ci_on  # noqa: E402
+from gateway_proc import BINARY, PG_URL, PLUGINS, ROOT, TEST_PLUGINS, free_port, stop_gateway  # noqa: E402,F401
 from mock_provider import ClosedPort, MockProvider  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[2]
-BINARY = Path(os.environ.get("TOLLGATE_BIN", ROOT / "target" / "debug" / "tollgate"))
-PLUGINS = ROOT / "target" / "plugins"
-TEST_PLUGINS = ROOT / "target" / "test-plugins"
-PG_URL = os.environ.get("TOLLGATE_TEST_POSTGRES", "postgres://postgres@127.0.0.1:5432/test")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_test_ca(directory: Path):
@@ -218,16 +206,7 @@ upstream_timeout_ms = {upstream_timeout_ms}
             raise AssertionError(f"gateway did not exit within {timeout} s of SIGTERM")
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
-        if self.pg_db:
-            subprocess.run(["psql", PG_URL, "-qc", f"DROP DATABASE IF EXISTS {self.pg_db} WITH (FORCE)"], capture_output=True)
+        stop_gateway(self.proc, self.log, self.pg_db)
 
 
 @pytest.fixture(scope="session")

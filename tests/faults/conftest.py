@@ -14,7 +14,6 @@ import os
 import secrets
 import select
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -27,14 +26,11 @@ import openai
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1] / "e2e"))
 from chaos_provider import ChaosProvider  # noqa: E402
+from ci import ci_on  # noqa: E402
+from gateway_proc import BINARY, PG_URL, PLUGINS, ROOT, TEST_PLUGINS, free_port, stop_gateway  # noqa: E402,F401
 from harness import MESSAGES, REPORT, GoodTraffic  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[2]
-BINARY = Path(os.environ.get("TOLLGATE_BIN", ROOT / "target" / "debug" / "tollgate"))
-PLUGINS = ROOT / "target" / "plugins"
-TEST_PLUGINS = ROOT / "target" / "test-plugins"
-PG_URL = os.environ.get("TOLLGATE_TEST_POSTGRES", "postgres://postgres@127.0.0.1:5432/test")
 REPORT_FILE = ROOT / "target" / "faults-report.json"
 
 
@@ -59,12 +55,6 @@ FALLBACKS = {"fb-429": "status:429", "fb-503": "status:503", "fb-reset": "reset"
              "fb-slow-headers": "slow-headers:3000", "fb-malformed-json": "malformed-json", "fb-short": "short-body"}
 # gateway model -> the body the chaos provider answers; the provider's transform is the hostile plugin
 HOSTILE = {"h-loop": "body:loop", "h-trap": "body:trap", "h-memory": "body:memory", "h-huge": "body:huge:100000000"}
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rss_mb(pid):
@@ -164,16 +154,7 @@ deadline_ms = 1000  # f-big-ok's 5 MB answer takes the translation past the defa
         return now
 
     def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
-        if self.pg_db:
-            subprocess.run(["psql", PG_URL, "-qc", f"DROP DATABASE IF EXISTS {self.pg_db} WITH (FORCE)"],
-                           capture_output=True, timeout=30)
+        stop_gateway(self.proc, self.log, self.pg_db)
 
     # -- CLI and accounting ---------------------------------------------------------------------
     def cli(self, *args):
@@ -283,7 +264,7 @@ def plugin_cache(tmp_path_factory):
 def gw(request, tmp_path_factory, good_url, plugin_cache):
     db = request.param
     if db == "postgres" and PG_URL == "skip":
-        if os.environ.get("CI") == "true":
+        if ci_on():
             pytest.fail("PostgreSQL is required under CI (TOLLGATE_TEST_POSTGRES=skip)")
         pytest.skip("PostgreSQL fault suite SKIPPED: TOLLGATE_TEST_POSTGRES=skip")
     assert BINARY.exists(), f"{BINARY} missing: build with cargo build -p tollgate"
