@@ -117,6 +117,10 @@ impl UpstreamResponse {
         let until = stall_at.min(self.deadline);
         match tokio::time::timeout_at(until, self.session.read_response_body()).await {
             Ok(Ok(chunk)) => Ok(chunk),
+            // The session's own read timeout is the same stall bound and may fire first.
+            Ok(Err(e)) if *e.etype() == pingora_core::ErrorType::ReadTimedout => {
+                Err(BodyError::Stall)
+            }
             Ok(Err(e)) => Err(BodyError::Io(e.to_string())),
             Err(_) if until == self.deadline => Err(BodyError::Deadline),
             Err(_) => Err(BodyError::Stall),
