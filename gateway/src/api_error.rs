@@ -4,12 +4,7 @@
 
 use serde_json::json;
 
-/// Which wire format the client speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientFormat {
-    OpenAi,
-    Anthropic,
-}
+pub use crate::plugins::bindings::ApiFormat;
 
 /// An error to send to the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,12 +59,14 @@ impl ApiError {
         }
     }
 
-    pub fn body(&self, format: ClientFormat) -> Vec<u8> {
+    /// The error body in the client's API shape: Anthropic's for Messages clients, OpenAI's
+    /// for every OpenAI API (chat, Responses, embeddings) and anything else.
+    pub fn body(&self, format: ApiFormat) -> Vec<u8> {
         let value = match format {
-            ClientFormat::OpenAi => json!({"error": {
-                "message": self.message, "type": self.openai_type(), "param": self.param, "code": self.code}}),
-            ClientFormat::Anthropic => json!({"type": "error", "error": {
+            ApiFormat::AnthropicMessages => json!({"type": "error", "error": {
                 "type": self.anthropic_type(), "message": self.message}}),
+            _ => json!({"error": {
+                "message": self.message, "type": self.openai_type(), "param": self.param, "code": self.code}}),
         };
         value.to_string().into_bytes()
     }
@@ -113,12 +110,12 @@ mod tests {
     #[test]
     fn shapes() {
         let e = ApiError::new(402, "insufficient_credits", "no money");
-        let v: serde_json::Value = serde_json::from_slice(&e.body(ClientFormat::OpenAi)).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&e.body(ApiFormat::OpenaiChat)).unwrap();
         assert_eq!(v["error"]["code"], "insufficient_credits");
         assert_eq!(v["error"]["message"], "no money");
         assert!(v["error"]["param"].is_null());
         let v: serde_json::Value =
-            serde_json::from_slice(&e.body(ClientFormat::Anthropic)).unwrap();
+            serde_json::from_slice(&e.body(ApiFormat::AnthropicMessages)).unwrap();
         assert_eq!(v["type"], "error");
         assert_eq!(v["error"]["type"], "billing_error");
     }

@@ -1,7 +1,7 @@
 //! Command line: `tollgate serve` and the management commands.
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,9 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::Config;
 use crate::plugins::{EngineOptions, HostContext, PluginEngine, PluginRegistry, PluginStatus};
-use crate::proxy::{build_server, upstream::Upstreams, AppState};
-use crate::services::GatewayServices;
-use crate::store::{Store, UsageEvent, UsageWriter};
+use crate::store::{Store, UsageEvent};
 
 #[derive(Parser, Debug)]
 #[command(name = "tollgate", version, about = "A programmable LLM API gateway")]
@@ -131,7 +129,7 @@ fn init_tracing() {
     };
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("tollgate-bg")
@@ -144,7 +142,7 @@ pub fn run(cli: Cli) -> Result<()> {
     init_tracing();
     let config = Config::load(cli.config.as_deref())?;
     match cli.command {
-        Command::Serve => serve(config),
+        Command::Serve => crate::server::serve(config),
         Command::CheckConfig => {
             println!(
                 "config OK: listen {}, admin {}, database {}, plugins {}, {} providers, {} models",
@@ -447,108 +445,4 @@ fn local_registry(config: &Config) -> Result<PluginRegistry> {
         config.plugin_settings.clone(),
         Some(&config.plugin_cache_dir),
     )
-}
-
-fn check_required(config: &Config, registry: &PluginRegistry) -> Result<()> {
-    let mut missing = Vec::new();
-    let stage_plugins = [
-        &config.auth_plugin,
-        &config.routing_plugin,
-        &config.billing_plugin,
-        &config.logging_plugin,
-    ];
-    let transforms = config.providers.values().map(|p| &p.transform);
-    for name in stage_plugins.into_iter().chain(transforms) {
-        if registry.get(name).is_none() {
-            missing.push(name.clone());
-        }
-    }
-    if !missing.is_empty() {
-        bail!(
-            "plugins not loaded from {}: {} (build them with scripts/build-plugins)",
-            config.plugin_dir.display(),
-            missing.join(", ")
-        );
-    }
-    Ok(())
-}
-
-fn serve(config: Config) -> Result<()> {
-    let background = runtime()?;
-    let secret = config.key_secret()?;
-    let (store, usage) = background.block_on(async {
-        let store = Store::connect(&config.database_url).await?;
-        let usage = UsageWriter::spawn(
-            store.clone(),
-            config.usage_batch,
-            config.usage_flush,
-            config.data_dir.join("usage-dead-letter.jsonl"),
-        );
-        anyhow::Ok((store, usage))
-    })?;
-    let services = Arc::new(GatewayServices::new(&config, store, secret));
-    let engine = Arc::new(PluginEngine::new(EngineOptions::default())?);
-    let shared = Arc::new(HostContext::new(services.clone(), 100_000));
-    let registry = Arc::new(PluginRegistry::new(
-        engine,
-        shared,
-        config.plugin_settings.clone(),
-        Some(&config.plugin_cache_dir),
-    )?);
-    for (path, outcome) in registry.load_dir(&config.plugin_dir) {
-        if let Err(e) = outcome {
-            tracing::error!(file = %path.display(), error = %e, "plugin not loaded");
-        }
-    }
-    check_required(&config, &registry)?;
-    let _watch = if config.watch_plugins {
-        Some(crate::plugins::watch(
-            registry.clone(),
-            Path::new(&config.plugin_dir),
-            Duration::from_millis(50),
-        )?)
-    } else {
-        None
-    };
-    tracing::info!(listen = %config.listen, admin = %config.admin_listen, database = %config.database_url,
-        plugins = %config.plugin_dir.display(), "tollgate starting");
-    let state = Arc::new(AppState {
-        upstreams: Upstreams::new(&config),
-        registry,
-        services,
-        usage: usage.clone(),
-        metrics: Default::default(),
-        connections: Arc::new(crate::proxy::front_door::Connections::new(
-            config.downstream.max_connections,
-            config.downstream.max_connections_per_ip,
-        )),
-        config,
-    });
-    // After a flood of connections drains, give its memory back (checked every 2 s).
-    let watched = state.clone();
-    background.spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(2));
-        loop {
-            tick.tick().await;
-            if watched.connections.trim_after_surge(1024) {
-                tracing::info!("connection surge over: freed memory returned to the system");
-            }
-        }
-    });
-    let server = build_server(state)?;
-    server.run(pingora_core::server::RunArgs::default());
-    // Pingora returns once its runtimes stopped, so every request has queued its record by now:
-    // write whatever is still queued before the process exits. (A shutdown hook inside Pingora
-    // raced with the runtimes stopping and lost records.)
-    background.block_on(async {
-        if tokio::time::timeout(Duration::from_secs(30), usage.flush())
-            .await
-            .is_err()
-        {
-            tracing::error!("usage records still unwritten after 30 s at shutdown");
-        } else {
-            tracing::info!("usage records flushed");
-        }
-    });
-    std::process::exit(0)
 }

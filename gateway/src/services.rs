@@ -91,12 +91,7 @@ impl GatewayServices {
             for r in routes {
                 prices.insert(
                     (r.provider.clone(), r.upstream_model.clone()),
-                    Price {
-                        input: r.price.input,
-                        output: r.price.output,
-                        cache_read: r.price.cache_read,
-                        cache_write: r.price.cache_write,
-                    },
+                    Price::from(r.price),
                 );
             }
         }

@@ -34,7 +34,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
 
 use super::AppState;
-use crate::api_error::{ApiError, ClientFormat};
+use crate::api_error::{ApiError, ApiFormat};
 use crate::config::DownstreamLimits;
 
 /// What the pre-reader learned about a request.
@@ -156,18 +156,18 @@ fn smuggling(what: &str) -> Refusal {
 }
 
 /// The client's error format, guessed from the request path in the buffer.
-fn format_of(buf: &[u8]) -> ClientFormat {
+fn format_of(buf: &[u8]) -> ApiFormat {
     let line_end = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
     let line = &buf[..line_end.min(256)];
     if line.windows(12).any(|w| w == b"/v1/messages") {
-        ClientFormat::Anthropic
+        ApiFormat::AnthropicMessages
     } else {
-        ClientFormat::OpenAi
+        ApiFormat::OpenaiChat
     }
 }
 
 /// A complete HTTP/1.1 error response that closes the connection.
-pub fn error_response(status: u16, code: &str, message: &str, format: ClientFormat) -> Vec<u8> {
+pub fn error_response(status: u16, code: &str, message: &str, format: ApiFormat) -> Vec<u8> {
     let body = ApiError::new(status, code, message).body(format);
     let reason = http::StatusCode::from_u16(status)
         .ok()
@@ -389,7 +389,7 @@ enum Head {
 
 impl<A> FrontDoor<A> {
     /// Writes a canned response and closes, bounded by the write timeout.
-    async fn refuse(&self, stream: &mut Stream, refusal: &Refusal, format: ClientFormat) {
+    async fn refuse(&self, stream: &mut Stream, refusal: &Refusal, format: ApiFormat) {
         self.state.metrics.connection_refused(refusal.code);
         let bytes = error_response(refusal.status, refusal.code, &refusal.message, format);
         let write = async {
@@ -524,7 +524,7 @@ where
         let mut guard = match self.connections.admit(ip) {
             Ok(g) => g,
             Err(refusal) => {
-                self.refuse(&mut stream, &refusal, ClientFormat::OpenAi)
+                self.refuse(&mut stream, &refusal, ApiFormat::OpenaiChat)
                     .await;
                 return None;
             }
@@ -632,7 +632,12 @@ mod tests {
 
     #[test]
     fn error_responses_use_the_clients_shape() {
-        let r = error_response(431, "request_header_too_large", "big", ClientFormat::OpenAi);
+        let r = error_response(
+            431,
+            "request_header_too_large",
+            "big",
+            ApiFormat::OpenaiChat,
+        );
         let text = String::from_utf8(r).unwrap();
         assert!(text.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"));
         let body: serde_json::Value =
@@ -640,7 +645,7 @@ mod tests {
         assert_eq!(body["error"]["code"], "request_header_too_large");
         assert_eq!(
             format_of(b"POST /v1/messages HTTP/1.1\r\n"),
-            ClientFormat::Anthropic
+            ApiFormat::AnthropicMessages
         );
     }
 

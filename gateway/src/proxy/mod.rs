@@ -1,10 +1,9 @@
-//! The Pingora server: the public API service (OpenAI-compatible endpoints) and the admin
-//! service (metrics, plugin status), sharing one [`AppState`].
+//! The Pingora adapter: the public API service (routes handed to [`crate::pipeline`]) and the
+//! admin service (metrics, plugin status), both behind the front door, sharing one
+//! [`AppState`].
 
 mod admin;
 pub mod front_door;
-mod pipeline;
-pub mod upstream;
 
 use std::sync::Arc;
 
@@ -16,27 +15,9 @@ use pingora_core::{Error, ErrorType, Result};
 use pingora_proxy::{ProxyHttp, Session};
 
 use crate::api_error::ApiError;
-use crate::config::Config;
-use crate::metrics::Metrics;
-use crate::plugins::PluginRegistry;
-use crate::services::GatewayServices;
-use crate::store::UsageWriterHandle;
+use crate::pipeline::{AppState, Request};
 use front_door::{Connections, FrontDoor};
-use pipeline::Request;
 use tracing::Instrument;
-use upstream::Upstreams;
-
-/// Everything a request needs, shared by all worker threads.
-pub struct AppState {
-    pub config: Config,
-    pub registry: Arc<PluginRegistry>,
-    pub services: Arc<GatewayServices>,
-    pub usage: UsageWriterHandle,
-    pub metrics: Metrics,
-    pub upstreams: Upstreams,
-    /// Open client connections on the API listener, capped by the front door.
-    pub connections: Arc<Connections>,
-}
 
 /// The public API, as a Pingora `ProxyHttp` whose `request_filter` answers every request (see
 /// `pipeline` for why attempts are driven there).
@@ -90,7 +71,7 @@ impl Gateway {
             ("POST", "/v1/chat/completions") => request.chat(session).await,
             ("GET", "/v1/models") => match request.authenticate(session).await {
                 Ok(_) => {
-                    let body = models_body(&self.state.config);
+                    let body = crate::catalog::models_body(&self.state.config);
                     request
                         .respond(session, 200, "application/json", body)
                         .await;
@@ -121,17 +102,6 @@ impl Gateway {
             }
         }
     }
-}
-
-fn models_body(config: &Config) -> Vec<u8> {
-    let data: Vec<serde_json::Value> = config
-        .models
-        .keys()
-        .map(|m| serde_json::json!({"id": m, "object": "model", "created": 0, "owned_by": "tollgate"}))
-        .collect();
-    serde_json::json!({"object": "list", "data": data})
-        .to_string()
-        .into_bytes()
 }
 
 /// Builds the Pingora server with the API and admin services. Call `run_forever` on it.

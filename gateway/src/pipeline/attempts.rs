@@ -1,0 +1,263 @@
+//! The attempt loop: try each route the routing stage chose, in order, until one answers.
+//!
+//! A route is tried only while nothing has reached the client; an attempt that fails before
+//! its first byte (connect error, timeout, 429/5xx, a stream that broke or was refused before
+//! its first event) moves on to the next. A refusal by `transform.request` ends the loop: the
+//! request itself is bad for that provider, which another provider does not fix.
+//!
+//! [`run_attempts`] is the loop alone, over an [`AttemptRunner`] that performs one attempt
+//! (`chat.rs` has the real one), so its rules are unit-tested here; [`failure_error`] is what
+//! the client is told when every attempt failed.
+
+use std::time::Duration;
+
+use super::outcome::{Answer, AttemptError, AttemptRecord};
+use super::upstream::AttemptFailure;
+use crate::api_error::ApiError;
+use crate::plugins::bindings::Attempt;
+
+/// What one attempt came to.
+pub enum Tried {
+    /// The client got an answer (or left while getting it).
+    Answered {
+        /// The upstream's HTTP status.
+        status: u16,
+        answer: Answer,
+        latency: Duration,
+    },
+    /// Nothing reached the client: the next route may be tried.
+    Failed {
+        /// The upstream's HTTP status, 0 when there was none.
+        status: u16,
+        failure: AttemptFailure,
+        latency: Duration,
+    },
+    /// The route names a provider that is not configured.
+    Skipped,
+}
+
+/// Performs one attempt.
+pub trait AttemptRunner {
+    /// `Err`: the request was refused outright (no further attempts).
+    async fn try_once(&mut self, attempt: &Attempt) -> Result<Tried, ApiError>;
+}
+
+/// How the attempts ended.
+pub enum Attempts {
+    /// Attempt `index` answered the client.
+    Answered {
+        index: usize,
+        answer: Answer,
+        records: Vec<AttemptRecord>,
+    },
+    /// None did; the last failure (with its attempt index) says what to tell the client.
+    AllFailed {
+        last: Option<(usize, AttemptFailure)>,
+        records: Vec<AttemptRecord>,
+    },
+}
+
+/// Tries `attempts` in order until one answers.
+pub async fn run_attempts<R: AttemptRunner>(
+    attempts: &[Attempt],
+    runner: &mut R,
+) -> Result<Attempts, ApiError> {
+    let mut records = Vec::with_capacity(attempts.len());
+    let mut last = None;
+    for (index, attempt) in attempts.iter().enumerate() {
+        let record = |status, error, latency| AttemptRecord {
+            provider: attempt.provider.clone(),
+            upstream_model: attempt.upstream_model.clone(),
+            status,
+            error,
+            latency,
+        };
+        match runner.try_once(attempt).await? {
+            Tried::Answered {
+                status,
+                answer,
+                latency,
+            } => {
+                records.push(record(status, answer.end.error(), latency));
+                return Ok(Attempts::Answered {
+                    index,
+                    answer,
+                    records,
+                });
+            }
+            Tried::Failed {
+                status,
+                failure,
+                latency,
+            } => {
+                records.push(record(status, Some(AttemptError::from(&failure)), latency));
+                last = Some((index, failure));
+            }
+            Tried::Skipped => {
+                records.push(record(
+                    0,
+                    Some(AttemptError::UnknownProvider),
+                    Duration::ZERO,
+                ));
+            }
+        }
+    }
+    Ok(Attempts::AllFailed { last, records })
+}
+
+/// What the client is told when every attempt failed, for failures other than an upstream
+/// status (whose body the transform translates: the client sees what the provider said).
+pub fn failure_error(last: Option<&AttemptFailure>) -> ApiError {
+    match last {
+        Some(AttemptFailure::Status(status, _)) => ApiError::new(
+            *status,
+            "upstream_error",
+            format!("All providers failed; the last answered {status}."),
+        ),
+        Some(AttemptFailure::Timeout) => ApiError::new(
+            504,
+            "upstream_timeout",
+            "All providers failed; the last one did not answer in time.",
+        ),
+        Some(AttemptFailure::Refused(err)) => err.clone(),
+        Some(AttemptFailure::Stall) => ApiError::new(
+            504,
+            "upstream_timeout",
+            "All providers failed; the last one stopped sending its answer.",
+        ),
+        Some(AttemptFailure::Connect(m)) | Some(AttemptFailure::Other(m)) => {
+            ApiError::bad_gateway(format!("All providers failed; the last error: {m}"))
+        }
+        None => ApiError::bad_gateway("No provider could be tried for this model."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::outcome::{StreamEnd, NO_USAGE};
+
+    fn attempt(provider: &str) -> Attempt {
+        Attempt {
+            provider: provider.into(),
+            upstream_model: format!("{provider}-model"),
+            timeout_ms: 0,
+        }
+    }
+
+    /// Answers by provider name: `ok`, `gone`, `429`, `timeout`, `unknown`, `refuse`.
+    struct Scripted {
+        tried: Vec<String>,
+    }
+    impl AttemptRunner for Scripted {
+        async fn try_once(&mut self, a: &Attempt) -> Result<Tried, ApiError> {
+            self.tried.push(a.provider.clone());
+            let latency = Duration::from_millis(5);
+            let answered = |end, status| Tried::Answered {
+                status: 200,
+                answer: Answer {
+                    status,
+                    usage: NO_USAGE,
+                    charge: true,
+                    end,
+                },
+                latency,
+            };
+            Ok(match a.provider.as_str() {
+                "ok" => answered(StreamEnd::Complete, 200),
+                "gone" => answered(StreamEnd::ClientGone, 499),
+                "429" => Tried::Failed {
+                    status: 429,
+                    failure: AttemptFailure::Status(429, b"{}".to_vec()),
+                    latency,
+                },
+                "timeout" => Tried::Failed {
+                    status: 0,
+                    failure: AttemptFailure::Timeout,
+                    latency,
+                },
+                "refuse" => return Err(ApiError::bad_request("bad for this provider")),
+                _ => Tried::Skipped,
+            })
+        }
+    }
+
+    fn run(names: &[&str]) -> (Result<Attempts, ApiError>, Vec<String>) {
+        let attempts: Vec<Attempt> = names.iter().map(|n| attempt(n)).collect();
+        let mut runner = Scripted { tried: vec![] };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        let out = rt.block_on(run_attempts(&attempts, &mut runner));
+        (out, runner.tried)
+    }
+
+    #[test]
+    fn falls_back_in_order_until_one_answers() {
+        let (out, tried) = run(&["unknown", "429", "timeout", "ok", "never"]);
+        assert_eq!(tried, ["unknown", "429", "timeout", "ok"]);
+        let Ok(Attempts::Answered { index, records, .. }) = out else {
+            panic!("expected an answer")
+        };
+        assert_eq!(index, 3);
+        let errors: Vec<_> = records.iter().map(|r| r.error.clone()).collect();
+        assert_eq!(
+            errors,
+            [
+                Some(AttemptError::UnknownProvider),
+                Some(AttemptError::Status),
+                Some(AttemptError::Timeout),
+                None
+            ]
+        );
+        assert_eq!(records[1].status, 429);
+    }
+
+    #[test]
+    fn a_client_that_left_ends_the_loop_too() {
+        let (out, tried) = run(&["gone", "ok"]);
+        assert_eq!(tried, ["gone"]);
+        let Ok(Attempts::Answered { records, .. }) = out else {
+            panic!("expected an answer")
+        };
+        assert_eq!(records[0].error, Some(AttemptError::ClientGone));
+    }
+
+    #[test]
+    fn all_failed_keeps_the_last_failure() {
+        let (out, _) = run(&["timeout", "429"]);
+        let Ok(Attempts::AllFailed { last, records }) = out else {
+            panic!("expected all failed")
+        };
+        assert_eq!(records.len(), 2);
+        let (index, failure) = last.expect("a failure");
+        assert_eq!(index, 1);
+        assert_eq!(failure_error(Some(&failure)).status, 429);
+        let (out, _) = run(&["unknown"]);
+        let Ok(Attempts::AllFailed { last: None, .. }) = out else {
+            panic!("expected nothing tried")
+        };
+        assert_eq!(failure_error(None).status, 502);
+    }
+
+    #[test]
+    fn a_refused_request_stops_the_loop() {
+        let (out, tried) = run(&["refuse", "ok"]);
+        assert_eq!(tried, ["refuse"]);
+        assert_eq!(out.err().map(|e| e.status), Some(400));
+    }
+
+    #[test]
+    fn failure_errors_say_what_happened() {
+        assert_eq!(failure_error(Some(&AttemptFailure::Timeout)).status, 504);
+        assert_eq!(failure_error(Some(&AttemptFailure::Stall)).status, 504);
+        let e = failure_error(Some(&AttemptFailure::Connect("refused".into())));
+        assert_eq!((e.status, e.message.contains("refused")), (502, true));
+        let refused = ApiError::new(529, "overloaded", "busy");
+        assert_eq!(
+            failure_error(Some(&AttemptFailure::Refused(refused.clone()))),
+            refused
+        );
+    }
+}

@@ -1,0 +1,78 @@
+//! Complete (non-streamed) responses: read the upstream body under its bounds, translate it
+//! with the transform plugin, send it.
+
+use pingora_proxy::Session;
+
+use super::context::Request;
+use super::outcome::{Answer, AttemptError, StreamEnd, CLIENT_GONE, NO_USAGE};
+use super::upstream::{AttemptFailure, UpstreamResponse};
+use crate::plugins::bindings::TransformCtx;
+use crate::plugins::{LoadedPlugin, Stage};
+
+impl Request<'_> {
+    /// Reads a complete upstream response, translates it and sends it. A failure to read the
+    /// body, or an answer the transform cannot use, comes back as an attempt failure (nothing
+    /// was sent yet, so another provider may still answer).
+    pub(super) async fn complete_response(
+        &self,
+        session: &mut Session,
+        transform: &LoadedPlugin,
+        ctx: &TransformCtx,
+        mut response: UpstreamResponse,
+    ) -> Result<Answer, AttemptFailure> {
+        let limit = self.state.upstreams.limits.max_body_bytes;
+        let body = response.read_to_end(limit).await?;
+        let status = response.status;
+        self.state.upstreams.release(response).await;
+        let translated = self.timed(Stage::Transform, || {
+            transform.transform_response(&self.id, ctx, status, &body)
+        });
+        let out = match self.stage_result(translated) {
+            Ok(out) => out,
+            // The provider's answer could not be used (malformed, a provider-side error).
+            Err(err) if err.status >= 500 => return Err(AttemptFailure::Refused(err)),
+            Err(err) => {
+                // Counted in the metrics by settlement, like every answer: not here too.
+                self.respond(
+                    session,
+                    err.status,
+                    "application/json",
+                    err.body(self.format),
+                )
+                .await;
+                return Ok(Answer {
+                    status: err.status,
+                    usage: NO_USAGE,
+                    charge: false,
+                    end: StreamEnd::Failed(AttemptError::RefusedAnswer),
+                });
+            }
+        };
+        let usage = out.usage.unwrap_or(NO_USAGE);
+        let content_type = out
+            .headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| "application/json".into());
+        if self
+            .respond(session, out.status, &content_type, out.body)
+            .await
+        {
+            Ok(Answer {
+                status: out.status,
+                usage,
+                charge: true,
+                end: StreamEnd::Complete,
+            })
+        } else {
+            // The client never received the answer: record the tokens, charge nothing.
+            Ok(Answer {
+                status: CLIENT_GONE,
+                usage,
+                charge: false,
+                end: StreamEnd::ClientGone,
+            })
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! The request context: one [`Request`] per client request, carrying its id, start time,
+//! client format and address, with the helpers every stage call goes through (plugin lookup,
+//! timing into the metrics, a refusal or plugin failure turned into the client's error).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use pingora_proxy::Session;
+
+use super::client::presented_key;
+use super::AppState;
+use crate::api_error::{ApiError, ApiFormat};
+use crate::plugins::bindings::{Principal, Reject, RequestHead};
+use crate::plugins::{LoadedPlugin, PluginError, Stage};
+use crate::store::new_id;
+
+pub struct Request<'a> {
+    pub(super) state: &'a AppState,
+    pub id: String,
+    pub(super) started: Instant,
+    /// The client's API format: errors and answers are given in it.
+    pub(super) format: ApiFormat,
+    pub(super) client_ip: String,
+}
+
+impl<'a> Request<'a> {
+    pub fn new(state: &'a AppState, session: &Session) -> Self {
+        Request {
+            state,
+            id: format!("req_{}", &new_id("x")[2..]),
+            started: Instant::now(),
+            format: ApiFormat::OpenaiChat,
+            client_ip: session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip().to_string())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The same request, answering in `format` (set by the route before anything is answered).
+    pub fn with_format(mut self, format: ApiFormat) -> Self {
+        self.format = format;
+        self
+    }
+
+    pub(super) fn plugin(&self, name: &str, stage: Stage) -> Result<Arc<LoadedPlugin>, ApiError> {
+        self.state
+            .registry
+            .get_stage(name, stage)
+            .map_err(|e| self.plugin_failed(&e))
+    }
+
+    /// The model as a metrics label: a catalog name, or `other`.
+    pub(super) fn model_label<'m>(&self, model: &'m str) -> &'m str {
+        if self.state.config.models.contains_key(model) {
+            model
+        } else {
+            crate::metrics::OTHER
+        }
+    }
+
+    /// Counts and logs a plugin failure; the error the client gets for it.
+    pub(super) fn plugin_failed(&self, e: &PluginError) -> ApiError {
+        self.state.metrics.plugin_failure(&e.plugin, e.class());
+        tracing::error!(error = %e, "plugin failure");
+        ApiError::new(
+            500,
+            "plugin_error",
+            format!("Request failed in the gateway: {e}"),
+        )
+    }
+
+    /// A stage call's outcome as the client will see it: a refusal keeps its status, a plugin
+    /// failure is a 500 naming the plugin.
+    pub(super) fn stage_result<T>(
+        &self,
+        r: Result<Result<T, Reject>, PluginError>,
+    ) -> Result<T, ApiError> {
+        match r {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(reject)) => Err(ApiError::from(&reject)),
+            Err(e) => Err(self.plugin_failed(&e)),
+        }
+    }
+
+    /// Runs a stage call, timing it into the stage metrics.
+    pub(super) fn timed<T>(&self, stage: Stage, f: impl FnOnce() -> T) -> T {
+        let t = Instant::now();
+        let out = f();
+        self.state.metrics.stage(stage.as_str(), t.elapsed());
+        out
+    }
+
+    /// The auth stage (prefetching the key record it will look up).
+    pub async fn authenticate(&self, session: &Session) -> Result<Principal, ApiError> {
+        let req = session.req_header();
+        if let Some(key) = presented_key(req) {
+            self.state
+                .services
+                .prefetch_key(key)
+                .await
+                .map_err(|e| ApiError::internal(format!("key lookup failed: {e}")))?;
+        }
+        let head = RequestHead {
+            id: self.id.clone(),
+            method: req.method.as_str().to_string(),
+            path: req.uri.path().to_string(),
+            headers: req
+                .headers
+                .iter()
+                .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+                .collect(),
+            client_ip: self.client_ip.clone(),
+        };
+        let auth = self.plugin(&self.state.config.auth_plugin, Stage::Auth)?;
+        self.stage_result(self.timed(Stage::Auth, || auth.authenticate(&self.id, &head)))
+    }
+}

@@ -1,0 +1,209 @@
+//! Settlement and logging, after the answer: `billing.settle` decides the charge, the logging
+//! stage decides what may be kept, and the usage writer stores the record (batched, off the
+//! request path). Every authenticated request ends here exactly once.
+
+use super::context::Request;
+use super::outcome::{usage_tokens, AttemptRecord, Outcome, NO_USAGE};
+use crate::plugins::bindings::{
+    AttemptOutcome, Charge, Principal, RequestRecord, RequestSummary, RetentionDecision, Usage,
+};
+use crate::plugins::Stage;
+use crate::store::{now_ms, ChargeEntry, UsageEvent};
+
+/// What is kept when the logging stage cannot decide: the metadata event (billing needs it),
+/// nothing else — fail safe for privacy.
+const METADATA_ONLY: RetentionDecision = RetentionDecision {
+    store_event: true,
+    store_client_ip: false,
+    store_content: false,
+    retention_days: 0,
+};
+
+impl Request<'_> {
+    /// Settles an answered request: the charge, the metrics, the usage record.
+    pub(super) async fn settle_and_log(
+        &self,
+        who: &Principal,
+        summary: &RequestSummary,
+        outcome: Outcome,
+        records: Vec<AttemptRecord>,
+    ) {
+        let state = self.state;
+        let charge = if outcome.charge && usage_tokens(&outcome.usage) > 0 {
+            let billing = self
+                .plugin(&state.config.billing_plugin, Stage::Billing)
+                .ok();
+            let settled = billing.map(|b| {
+                self.timed(Stage::Billing, || {
+                    b.settle(
+                        &self.id,
+                        who,
+                        &outcome.provider,
+                        outcome.price,
+                        outcome.usage,
+                        false,
+                    )
+                })
+            });
+            match settled {
+                Some(Ok(c)) => Some(c),
+                Some(Err(e)) => {
+                    self.plugin_failed(&e);
+                    None
+                }
+                None => None,
+            }
+        } else {
+            None
+        };
+        let cost = charge.as_ref().map_or(0, |c| c.amount_micros);
+        if cost > 0 {
+            state
+                .services
+                .debit(&who.org_id, i64::try_from(cost).unwrap_or(i64::MAX));
+        }
+        let label = self.model_label(&summary.model);
+        let u = &outcome.usage;
+        for (kind, n) in [
+            ("input", u.input),
+            ("output", u.output),
+            ("cache_read", u.cache_read),
+            ("cache_write", u.cache_write),
+        ] {
+            if n > 0 {
+                state.metrics.tokens(label, kind, n);
+            }
+        }
+        state.metrics.cost(label, cost);
+        state.metrics.request(outcome.status, label);
+        state.metrics.request_duration(self.started.elapsed());
+        self.log(
+            who,
+            summary,
+            outcome.status,
+            &outcome.provider,
+            outcome.usage,
+            cost,
+            records,
+            charge,
+        )
+        .await;
+    }
+
+    /// Records a request that got no answer from a provider (refused, or every attempt failed):
+    /// no tokens, no charge.
+    pub(super) async fn record_failure(
+        &self,
+        who: &Principal,
+        summary: &RequestSummary,
+        status: u16,
+        records: Vec<AttemptRecord>,
+    ) {
+        let provider = records
+            .last()
+            .map(|r| r.provider.clone())
+            .unwrap_or_default();
+        self.state.metrics.request_duration(self.started.elapsed());
+        self.log(who, summary, status, &provider, NO_USAGE, 0, records, None)
+            .await;
+    }
+
+    /// The logging stage, then the usage record.
+    #[allow(clippy::too_many_arguments)]
+    async fn log(
+        &self,
+        who: &Principal,
+        summary: &RequestSummary,
+        status: u16,
+        provider: &str,
+        usage: Usage,
+        cost: u64,
+        records: Vec<AttemptRecord>,
+        charge: Option<Charge>,
+    ) {
+        let state = self.state;
+        let latency_ms = self.started.elapsed().as_millis() as u32;
+        let record = RequestRecord {
+            request_id: self.id.clone(),
+            org_id: who.org_id.clone(),
+            key_id: who.key_id.clone(),
+            model: summary.model.clone(),
+            provider: provider.to_string(),
+            usage,
+            cost_micros: cost,
+            latency_ms,
+            status,
+            attempts: records
+                .iter()
+                .map(|r| AttemptOutcome {
+                    provider: r.provider.clone(),
+                    upstream_model: r.upstream_model.clone(),
+                    status: r.status,
+                    error: r.error.as_ref().map(|e| e.as_record()).unwrap_or_default(),
+                    latency_ms: r.latency.as_millis() as u32,
+                })
+                .collect(),
+            client_ip: self.client_ip.clone(),
+            stream: summary.stream,
+            request_body: None,
+            response_body: None,
+            timestamp_ms: now_ms() as u64,
+        };
+        let decision = match state
+            .registry
+            .get_stage(&state.config.logging_plugin, Stage::Logging)
+        {
+            Ok(p) => match self.timed(Stage::Logging, || p.retain(&self.id, &record)) {
+                Ok(d) => d,
+                Err(e) => {
+                    self.plugin_failed(&e);
+                    METADATA_ONLY
+                }
+            },
+            Err(e) => {
+                self.plugin_failed(&e);
+                METADATA_ONLY
+            }
+        };
+        // A charge is always recorded with its event: billing records are not optional.
+        if !decision.store_event && charge.is_none() {
+            return;
+        }
+        let attempts = serde_json::Value::Array(
+            record
+                .attempts
+                .iter()
+                .map(|a| {
+                    serde_json::json!({"provider": a.provider, "model": a.upstream_model,
+                    "status": a.status, "error": a.error, "latency_ms": a.latency_ms})
+                })
+                .collect(),
+        );
+        let event = UsageEvent {
+            request_id: self.id.clone(),
+            org_id: who.org_id.clone(),
+            key_id: who.key_id.clone(),
+            model: summary.model.clone(),
+            provider: provider.to_string(),
+            input_tokens: usage.input as i64,
+            output_tokens: usage.output as i64,
+            cache_read_tokens: usage.cache_read as i64,
+            cache_write_tokens: usage.cache_write as i64,
+            reasoning_tokens: usage.reasoning as i64,
+            cost_micros: cost as i64,
+            latency_ms: i64::from(latency_ms),
+            status: i64::from(status),
+            stream: summary.stream,
+            attempts: attempts.to_string(),
+            client_ip: decision.store_client_ip.then(|| self.client_ip.clone()),
+            created_at: now_ms(),
+        };
+        let charge = charge.filter(|c| c.amount_micros > 0).map(|c| ChargeEntry {
+            org_id: who.org_id.clone(),
+            request_id: self.id.clone(),
+            amount_micros: c.amount_micros as i64,
+            memo: c.memo,
+        });
+        state.usage.record(event, charge).await;
+    }
+}

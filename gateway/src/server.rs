@@ -1,0 +1,123 @@
+//! Server wiring for `tollgate serve`: the store and usage writer, the plugin engine and
+//! registry (with hot reload), the shared [`AppState`], the Pingora server, and the flush of
+//! usage records once Pingora has stopped.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+
+use crate::config::Config;
+use crate::pipeline::upstream::Upstreams;
+use crate::pipeline::AppState;
+use crate::plugins::{EngineOptions, HostContext, PluginEngine, PluginRegistry};
+use crate::proxy::build_server;
+use crate::services::GatewayServices;
+use crate::store::{Store, UsageWriter};
+
+/// Refuses to start without a plugin for every configured stage and provider.
+fn check_required(config: &Config, registry: &PluginRegistry) -> Result<()> {
+    let mut missing = Vec::new();
+    let stage_plugins = [
+        &config.auth_plugin,
+        &config.routing_plugin,
+        &config.billing_plugin,
+        &config.logging_plugin,
+    ];
+    let transforms = config.providers.values().map(|p| &p.transform);
+    for name in stage_plugins.into_iter().chain(transforms) {
+        if registry.get(name).is_none() {
+            missing.push(name.clone());
+        }
+    }
+    if !missing.is_empty() {
+        bail!(
+            "plugins not loaded from {}: {} (build them with scripts/build-plugins)",
+            config.plugin_dir.display(),
+            missing.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Runs the gateway until it is told to stop; exits the process.
+pub fn serve(config: Config) -> Result<()> {
+    let background = crate::cli::runtime()?;
+    let secret = config.key_secret()?;
+    let (store, usage) = background.block_on(async {
+        let store = Store::connect(&config.database_url).await?;
+        let usage = UsageWriter::spawn(
+            store.clone(),
+            config.usage_batch,
+            config.usage_flush,
+            config.data_dir.join("usage-dead-letter.jsonl"),
+        );
+        anyhow::Ok((store, usage))
+    })?;
+    let services = Arc::new(GatewayServices::new(&config, store, secret));
+    let engine = Arc::new(PluginEngine::new(EngineOptions::default())?);
+    let shared = Arc::new(HostContext::new(services.clone(), 100_000));
+    let registry = Arc::new(PluginRegistry::new(
+        engine,
+        shared,
+        config.plugin_settings.clone(),
+        Some(&config.plugin_cache_dir),
+    )?);
+    for (path, outcome) in registry.load_dir(&config.plugin_dir) {
+        if let Err(e) = outcome {
+            tracing::error!(file = %path.display(), error = %e, "plugin not loaded");
+        }
+    }
+    check_required(&config, &registry)?;
+    let _watch = if config.watch_plugins {
+        Some(crate::plugins::watch(
+            registry.clone(),
+            Path::new(&config.plugin_dir),
+            Duration::from_millis(50),
+        )?)
+    } else {
+        None
+    };
+    tracing::info!(listen = %config.listen, admin = %config.admin_listen, database = %config.database_url,
+        plugins = %config.plugin_dir.display(), "tollgate starting");
+    let state = Arc::new(AppState {
+        upstreams: Upstreams::new(&config),
+        registry,
+        services,
+        usage: usage.clone(),
+        metrics: Default::default(),
+        connections: Arc::new(crate::proxy::front_door::Connections::new(
+            config.downstream.max_connections,
+            config.downstream.max_connections_per_ip,
+        )),
+        config,
+    });
+    // After a flood of connections drains, give its memory back (checked every 2 s).
+    let watched = state.clone();
+    background.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            tick.tick().await;
+            if watched.connections.trim_after_surge(1024) {
+                tracing::info!("connection surge over: freed memory returned to the system");
+            }
+        }
+    });
+    let server = build_server(state)?;
+    server.run(pingora_core::server::RunArgs::default());
+    // Pingora returns once its runtimes stopped, so every request has queued its record by now:
+    // write whatever is still queued before the process exits. (A shutdown hook inside Pingora
+    // raced with the runtimes stopping and lost records.)
+    background.block_on(async {
+        if tokio::time::timeout(Duration::from_secs(30), usage.flush())
+            .await
+            .is_err()
+        {
+            tracing::error!("usage records still unwritten after 30 s at shutdown");
+        } else {
+            tracing::info!("usage records flushed");
+        }
+    });
+    std::process::exit(0)
+}
