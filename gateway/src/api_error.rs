@@ -6,6 +6,18 @@ use serde_json::json;
 
 pub use crate::plugins::bindings::ApiFormat;
 
+/// The WIT name of a client API (`openai-chat`, `anthropic-messages`, ...), as configs, usage
+/// records and logs spell it.
+pub fn format_name(f: ApiFormat) -> &'static str {
+    match f {
+        ApiFormat::OpenaiChat => "openai-chat",
+        ApiFormat::OpenaiResponses => "openai-responses",
+        ApiFormat::OpenaiEmbeddings => "openai-embeddings",
+        ApiFormat::AnthropicMessages => "anthropic-messages",
+        ApiFormat::Gemini => "gemini",
+    }
+}
+
 /// An error to send to the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {

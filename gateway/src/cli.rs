@@ -298,11 +298,11 @@ fn print_usage(events: &[UsageEvent], format: OutputFormat) -> Result<()> {
             }
         }
         OutputFormat::Csv => {
-            writeln!(out, "request_id,org_id,key_id,model,provider,input_tokens,output_tokens,cache_read_tokens,cache_write_tokens,reasoning_tokens,cost_micros,latency_ms,status,stream,created_at")?;
+            writeln!(out, "request_id,org_id,key_id,model,provider,input_tokens,output_tokens,cache_read_tokens,cache_write_tokens,reasoning_tokens,cost_micros,latency_ms,status,stream,created_at,format,estimated")?;
             for e in events {
                 writeln!(
                     out,
-                    "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+                    "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
                     e.request_id,
                     e.org_id,
                     e.key_id,
@@ -317,15 +317,26 @@ fn print_usage(events: &[UsageEvent], format: OutputFormat) -> Result<()> {
                     e.latency_ms,
                     e.status,
                     e.stream,
-                    e.created_at
+                    e.created_at,
+                    csv_field(&e.format),
+                    e.estimated
                 )?;
             }
         }
         OutputFormat::Table => {
             writeln!(
                 out,
-                "{:<30} {:<20} {:<12} {:>7} {:>7} {:>8} {:>12} {:>8} ATTEMPTS",
-                "REQUEST", "MODEL", "PROVIDER", "IN", "OUT", "CACHED", "COST", "STATUS"
+                "{:<30} {:<20} {:<12} {:<18} {:>7} {:>7} {:>8} {:>3} {:>12} {:>8} ATTEMPTS",
+                "REQUEST",
+                "MODEL",
+                "PROVIDER",
+                "FORMAT",
+                "IN",
+                "OUT",
+                "CACHED",
+                "EST",
+                "COST",
+                "STATUS"
             )?;
             for e in events {
                 let attempts: Vec<serde_json::Value> =
@@ -336,13 +347,15 @@ fn print_usage(events: &[UsageEvent], format: OutputFormat) -> Result<()> {
                     .collect();
                 writeln!(
                     out,
-                    "{:<30} {:<20} {:<12} {:>7} {:>7} {:>8} {:>12} {:>8} {}",
+                    "{:<30} {:<20} {:<12} {:<18} {:>7} {:>7} {:>8} {:>3} {:>12} {:>8} {}",
                     e.request_id,
                     e.model,
                     e.provider,
+                    e.format,
                     e.input_tokens,
                     e.output_tokens,
                     e.cache_read_tokens,
+                    if e.estimated { "yes" } else { "-" },
                     format_usd(e.cost_micros),
                     e.status,
                     path.join(" -> ")

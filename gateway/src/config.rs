@@ -49,6 +49,10 @@ mod schema {
         pub max_header_bytes: Option<usize>,
         pub max_headers: Option<usize>,
         pub max_requests_per_connection: Option<u32>,
+        /// How long Responses API conversation state is kept (0 = never stored).
+        pub responses_ttl_seconds: Option<u64>,
+        /// How often expired Responses state is deleted.
+        pub responses_purge_interval_ms: Option<u64>,
     }
 
     #[derive(Debug, Deserialize, Default)]
@@ -117,6 +121,9 @@ mod schema {
         pub zero_retention: bool,
         #[serde(default)]
         pub ca_file: Option<PathBuf>,
+        /// Client APIs the provider serves natively (pass-through), besides canonical chat.
+        #[serde(default)]
+        pub formats: Option<Vec<String>>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -124,6 +131,13 @@ mod schema {
     pub struct Model {
         pub name: String,
         pub routes: Vec<Route>,
+        /// `chat` (default) or `embedding`.
+        pub kind: Option<String>,
+        pub context_length: Option<u64>,
+        pub input_modalities: Option<Vec<String>>,
+        pub output_modalities: Option<Vec<String>>,
+        pub supported_parameters: Option<Vec<String>>,
+        pub description: Option<String>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -165,9 +179,22 @@ pub struct Provider {
     pub auth: ProviderAuth,
     pub zero_retention: bool,
     pub ca_file: Option<PathBuf>,
+    /// Client APIs served natively (pass-through to the transform), by their WIT names
+    /// (`anthropic-messages`, `openai-embeddings`, ...). Canonical chat is always served.
+    pub formats: Vec<String>,
 }
 
+/// The client APIs a provider can declare in `formats`.
+/// (`openai-responses` is not among them: the gateway keeps Responses state itself, so Responses
+/// always reaches providers as canonical chat.)
+pub const CLIENT_FORMATS: [&str; 3] = ["openai-chat", "anthropic-messages", "openai-embeddings"];
+
 impl Provider {
+    /// Whether the provider serves `format` natively.
+    pub fn speaks(&self, format: &str) -> bool {
+        self.formats.iter().any(|f| f == format)
+    }
+
     /// The provider key from its env var, read per request so rotation needs no restart.
     pub fn api_key(&self) -> Option<String> {
         self.api_key_env
@@ -184,6 +211,25 @@ pub struct Price {
     pub output: u64,
     pub cache_read: u64,
     pub cache_write: u64,
+}
+
+/// What a model is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelKind {
+    Chat,
+    Embedding,
+}
+
+/// Catalog metadata of a model (what `GET /v1/models` shows).
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    pub kind: ModelKind,
+    pub context_length: Option<u64>,
+    pub input_modalities: Vec<String>,
+    pub output_modalities: Vec<String>,
+    /// None: the gateway's default list for the kind.
+    pub supported_parameters: Option<Vec<String>>,
+    pub description: String,
 }
 
 #[derive(Debug, Clone)]
@@ -262,6 +308,11 @@ pub struct Config {
     pub providers: BTreeMap<String, Provider>,
     /// Model name -> routes in policy order.
     pub models: BTreeMap<String, Vec<Route>>,
+    /// Catalog metadata per model (same keys as `models`).
+    pub model_info: BTreeMap<String, ModelInfo>,
+    /// Responses API state lifetime (zero: never stored).
+    pub responses_ttl: Duration,
+    pub responses_purge_interval: Duration,
 }
 
 /// A duration in milliseconds from the file, else the defaults, else `fallback`; 0 is refused by
@@ -394,6 +445,20 @@ impl Config {
                 Some("x-api-key") => ProviderAuth::XApiKey,
                 Some(other) => bail!("providers.{name}.auth: '{other}' is not bearer or x-api-key"),
             };
+            let formats = match p.formats {
+                Some(list) => {
+                    for f in &list {
+                        if !CLIENT_FORMATS.contains(&f.as_str()) {
+                            bail!(
+                                "providers.{name}.formats: '{f}' is not one of {}",
+                                CLIENT_FORMATS.join(", ")
+                            );
+                        }
+                    }
+                    list
+                }
+                None => vec!["openai-chat".to_string()],
+            };
             providers.insert(
                 name.clone(),
                 Provider {
@@ -407,6 +472,7 @@ impl Config {
                     auth,
                     zero_retention: p.zero_retention,
                     ca_file: p.ca_file,
+                    formats,
                 },
             );
         }
@@ -416,7 +482,33 @@ impl Config {
             f.models
         };
         let mut models = BTreeMap::new();
+        let mut model_info = BTreeMap::new();
         for m in model_src {
+            let kind = match m.kind.as_deref() {
+                None | Some("chat") => ModelKind::Chat,
+                Some("embedding") => ModelKind::Embedding,
+                Some(other) => bail!(
+                    "models '{}': kind '{other}' is not chat or embedding",
+                    m.name
+                ),
+            };
+            model_info.insert(
+                m.name.clone(),
+                ModelInfo {
+                    kind,
+                    context_length: m.context_length,
+                    input_modalities: m.input_modalities.unwrap_or_else(|| vec!["text".into()]),
+                    output_modalities: m.output_modalities.unwrap_or_else(|| {
+                        vec![if kind == ModelKind::Embedding {
+                            "embeddings".into()
+                        } else {
+                            "text".into()
+                        }]
+                    }),
+                    supported_parameters: m.supported_parameters,
+                    description: m.description.unwrap_or_default(),
+                },
+            );
             let mut routes = Vec::new();
             for r in m.routes {
                 if !providers.contains_key(&r.provider) {
@@ -611,6 +703,20 @@ impl Config {
             data_dir,
             providers,
             models,
+            model_info,
+            responses_ttl: Duration::from_secs(
+                f.server
+                    .responses_ttl_seconds
+                    .or(d.server.responses_ttl_seconds)
+                    .unwrap_or(3600),
+            ),
+            responses_purge_interval: Duration::from_millis(
+                f.server
+                    .responses_purge_interval_ms
+                    .or(d.server.responses_purge_interval_ms)
+                    .unwrap_or(1000)
+                    .max(10),
+            ),
         };
         Ok(config)
     }

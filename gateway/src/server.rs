@@ -55,7 +55,14 @@ pub fn serve(config: Config) -> Result<()> {
         );
         anyhow::Ok((store, usage))
     })?;
-    let services = Arc::new(GatewayServices::new(&config, store, secret));
+    let services = Arc::new(GatewayServices::new(&config, store.clone(), secret));
+    // Expired Responses state is deleted in the background (reads past expiry already miss).
+    let _purge = {
+        let _entered = background.enter();
+        crate::store::spawn_response_purge(store.clone(), config.responses_purge_interval, 500)
+    };
+    // The tokenizer for usage estimates is built now, off the request path.
+    std::thread::spawn(tollgate_formats::estimate::warm_up);
     let engine = Arc::new(PluginEngine::new(EngineOptions::default())?);
     let shared = Arc::new(HostContext::new(services.clone(), 100_000));
     let registry = Arc::new(PluginRegistry::new(
@@ -85,6 +92,7 @@ pub fn serve(config: Config) -> Result<()> {
         upstreams: Upstreams::new(&config),
         registry,
         services,
+        store,
         usage: usage.clone(),
         metrics: Default::default(),
         connections: Arc::new(crate::proxy::front_door::Connections::new(

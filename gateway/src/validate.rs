@@ -173,8 +173,9 @@ pub struct Chat {
     pub has_tools: bool,
 }
 
-/// Checks an OpenAI chat completions body.
-pub fn chat(body: &[u8], limits: &ValidationLimits) -> Result<Chat, ApiError> {
+/// Checks what every client API's body must be before its own checks: UTF-8, nesting depth
+/// within the limit, no lone-surrogate escapes.
+pub fn check_text(body: &[u8], limits: &ValidationLimits) -> Result<(), ApiError> {
     scan(body, limits.max_json_depth).map_err(|e| match e {
         ScanError::Utf8 => ApiError::bad_request("The request body is not valid UTF-8."),
         ScanError::TooDeep(max) => ApiError::bad_request(format!(
@@ -184,7 +185,12 @@ pub fn chat(body: &[u8], limits: &ValidationLimits) -> Result<Chat, ApiError> {
             "The request body contains a \\u escape that is not a valid Unicode character \
              (a lone surrogate).",
         ),
-    })?;
+    })
+}
+
+/// Checks an OpenAI chat completions body.
+pub fn chat(body: &[u8], limits: &ValidationLimits) -> Result<Chat, ApiError> {
+    check_text(body, limits)?;
     let peek: ChatPeek = serde_json::from_slice(body).map_err(|e| {
         ApiError::bad_request(format!(
             "We could not parse the JSON body of your request: {e}"

@@ -6,7 +6,7 @@
 use std::future::Future;
 
 use sqlx::Connection;
-use tollgate::store::{now_ms, ChargeEntry, Store, UsageEvent};
+use tollgate::store::{now_ms, ChargeEntry, ResponseState, Store, UsageEvent};
 
 const SECRET: &[u8] = b"store-test-secret";
 
@@ -35,12 +35,26 @@ where
     F: Fn(Store) -> Fut,
     Fut: Future<Output = ()>,
 {
+    on_both_urls(|url| {
+        let test = &test;
+        async move {
+            let store = Store::connect(&url).await.unwrap();
+            test(store.clone()).await;
+            store.close().await;
+        }
+    })
+    .await;
+}
+
+/// Runs `test` with the URL of a fresh, empty SQLite file and of a fresh, empty PostgreSQL
+/// database (nothing migrated yet); the test closes whatever it opens.
+async fn on_both_urls<F, Fut>(test: F)
+where
+    F: Fn(String) -> Fut,
+    Fut: Future<Output = ()>,
+{
     let dir = tempfile::tempdir().unwrap();
-    let sqlite = Store::connect(&format!("sqlite://{}/t.db", dir.path().display()))
-        .await
-        .unwrap();
-    test(sqlite.clone()).await;
-    sqlite.close().await;
+    test(format!("sqlite://{}/t.db", dir.path().display())).await;
 
     let admin_url = pg_admin_url();
     let admin = match &admin_url {
@@ -57,9 +71,7 @@ where
         .await
         .unwrap();
     let url = format!("{}/{name}", admin_url.rsplit_once('/').unwrap().0);
-    let pg = Store::connect(&url).await.unwrap();
-    test(pg.clone()).await;
-    pg.close().await;
+    test(url).await;
     sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
         .execute(&mut admin)
         .await
@@ -85,6 +97,8 @@ fn event(request_id: &str, org: &str, cost: i64) -> UsageEvent {
         attempts: "[]".into(),
         client_ip: None,
         created_at: now_ms(),
+        format: "openai-chat".into(),
+        estimated: false,
     }
 }
 
@@ -264,6 +278,384 @@ async fn one_bad_row_does_not_lose_the_rest_of_its_batch() {
         assert_eq!(kept.len(), 1, "{text}");
         assert_eq!(kept[0]["event"]["request_id"], "bad-1");
         assert_eq!(kept[0]["charges"][0]["amount_micros"], 50);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn usage_records_keep_their_format_and_whether_estimated() {
+    on_both(|store| async move {
+        let org = store.create_org("o").await.unwrap();
+        let mut messages = event("r-msg", &org.id, 10);
+        messages.format = "anthropic-messages".into();
+        messages.estimated = true;
+        messages.created_at = 3;
+        let mut responses = event("r-resp", &org.id, 10);
+        responses.format = "openai-responses".into();
+        responses.created_at = 2;
+        let mut embeddings = event("r-emb", &org.id, 10);
+        embeddings.format = "openai-embeddings".into();
+        embeddings.estimated = true;
+        embeddings.created_at = 1;
+        store
+            .record_usage(&[messages, responses, embeddings], &[])
+            .await
+            .unwrap();
+        let rows = store.usage(Some(&org.id), 10).await.unwrap();
+        let got: Vec<(&str, &str, bool)> = rows
+            .iter()
+            .map(|e| (e.request_id.as_str(), e.format.as_str(), e.estimated))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("r-msg", "anthropic-messages", true),
+                ("r-resp", "openai-responses", false),
+                ("r-emb", "openai-embeddings", true),
+            ]
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_row_by_row_retry_and_the_dead_letter_file_keep_format_and_estimated() {
+    on_both(|store| async move {
+        let org = store.create_org("o").await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let dead = dir.path().join("dead.jsonl");
+        let writer = tollgate::store::UsageWriter::spawn(
+            store.clone(),
+            64,
+            std::time::Duration::from_secs(5),
+            dead.clone(),
+        );
+        let mut good = event("ok", &org.id, 0);
+        good.format = "anthropic-messages".into();
+        good.estimated = true;
+        // A charge for an org that does not exist fails the batch, so the good row goes
+        // through the row-by-row path.
+        let mut bad = event("bad", "org_missing", 5);
+        bad.format = "openai-responses".into();
+        bad.estimated = true;
+        writer.record(good, None).await;
+        writer
+            .record(bad, Some(charge("bad", "org_missing", 5)))
+            .await;
+        writer.flush().await;
+        let rows = store.usage(Some(&org.id), 10).await.unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(
+            (rows[0].format.as_str(), rows[0].estimated),
+            ("anthropic-messages", true)
+        );
+        let text = std::fs::read_to_string(&dead).expect("dead-letter file written");
+        let kept: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        assert_eq!(kept["event"]["format"], "openai-responses");
+        assert_eq!(kept["event"]["estimated"], true);
+    })
+    .await;
+}
+
+#[test]
+fn format_names_are_the_wit_kebab_case_names() {
+    use tollgate::plugins::bindings::ApiFormat;
+    use tollgate::store::format_name;
+    assert_eq!(format_name(ApiFormat::OpenaiChat), "openai-chat");
+    assert_eq!(
+        format_name(ApiFormat::AnthropicMessages),
+        "anthropic-messages"
+    );
+    assert_eq!(format_name(ApiFormat::OpenaiResponses), "openai-responses");
+    assert_eq!(
+        format_name(ApiFormat::OpenaiEmbeddings),
+        "openai-embeddings"
+    );
+    assert_eq!(format_name(ApiFormat::Gemini), "gemini");
+}
+
+/// Migrations up to and including this version are "the previous schema".
+const PREVIOUS_SCHEMA: i64 = 2;
+
+#[tokio::test]
+async fn migrating_from_the_previous_schema_keeps_old_usage_rows() {
+    on_both_urls(|url| async move {
+        sqlx::any::install_default_drivers();
+        let dir = if url.starts_with("sqlite:") {
+            "sqlite"
+        } else {
+            "postgres"
+        };
+        let all = sqlx::migrate::Migrator::new(std::path::Path::new(&format!(
+            "{}/migrations/{dir}",
+            env!("CARGO_MANIFEST_DIR")
+        )))
+        .await
+        .unwrap();
+        assert!(all.iter().any(|m| m.version > PREVIOUS_SCHEMA));
+        let mut old = sqlx::migrate::Migrator::new(std::path::Path::new(&format!(
+            "{}/migrations/{dir}",
+            env!("CARGO_MANIFEST_DIR")
+        )))
+        .await
+        .unwrap();
+        old.migrations = old
+            .iter()
+            .filter(|m| m.version <= PREVIOUS_SCHEMA)
+            .cloned()
+            .collect::<Vec<_>>()
+            .into();
+        let pool_url = if dir == "sqlite" {
+            format!("{url}?mode=rwc")
+        } else {
+            url.clone()
+        };
+        let pool = sqlx::AnyPool::connect(&pool_url).await.unwrap();
+        old.run(&pool).await.unwrap();
+        sqlx::query(
+            "INSERT INTO usage_events (request_id, org_id, key_id, model, provider, input_tokens, \
+             output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens, cost_micros, \
+             latency_ms, status, stream, attempts, client_ip, created_at) \
+             VALUES ('old-1', 'org_old', 'key', 'm', 'p', 1, 2, 0, 0, 0, 7, 3, 200, 1, '[]', NULL, 42)",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+
+        let store = Store::connect(&url).await.unwrap();
+        let rows = store.usage(Some("org_old"), 10).await.unwrap();
+        assert_eq!(rows.len(), 1);
+        let e = &rows[0];
+        assert_eq!(
+            (e.request_id.as_str(), e.cost_micros, e.stream, e.created_at),
+            ("old-1", 7, true, 42)
+        );
+        assert_eq!((e.format.as_str(), e.estimated), ("openai-chat", false));
+        // And the new table is there.
+        assert!(store
+            .get_response_state("resp_x", "org_old", 0)
+            .await
+            .unwrap()
+            .is_none());
+        store.close().await;
+    })
+    .await;
+}
+
+fn state(id: &str, org: &str, created_at: i64, expires_at: i64) -> ResponseState {
+    ResponseState {
+        id: id.into(),
+        org_id: org.into(),
+        key_id: "key_1".into(),
+        response: format!(r#"{{"id":"{id}","object":"response","output":[]}}"#),
+        messages: r#"[{"role":"user","content":"hi"},{"role":"assistant","content":"hello"}]"#
+            .into(),
+        created_at,
+        expires_at,
+    }
+}
+
+#[tokio::test]
+async fn response_states_are_read_back_by_their_own_org_only() {
+    on_both(|store| async move {
+        let s = state("resp_1", "org_a", 1_000, 10_000);
+        store.put_response_state(&s).await.unwrap();
+        assert_eq!(
+            store
+                .get_response_state("resp_1", "org_a", 1_000)
+                .await
+                .unwrap(),
+            Some(s.clone())
+        );
+        assert_eq!(
+            store
+                .get_response_state("resp_1", "org_b", 1_000)
+                .await
+                .unwrap(),
+            None,
+            "another org sees nothing"
+        );
+        assert_eq!(
+            store
+                .get_response_state("resp_missing", "org_a", 1_000)
+                .await
+                .unwrap(),
+            None
+        );
+        // The id is unique: a second put is refused and the first state stays.
+        let mut other = state("resp_1", "org_b", 2_000, 20_000);
+        other.response = "{}".into();
+        assert!(store.put_response_state(&other).await.is_err());
+        assert_eq!(
+            store
+                .get_response_state("resp_1", "org_a", 1_000)
+                .await
+                .unwrap(),
+            Some(s)
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_expired_response_state_is_gone_before_the_purge_runs() {
+    on_both(|store| async move {
+        store
+            .put_response_state(&state("resp_e", "org_a", 1_000, 5_000))
+            .await
+            .unwrap();
+        let get = |now| {
+            let store = store.clone();
+            async move {
+                store
+                    .get_response_state("resp_e", "org_a", now)
+                    .await
+                    .unwrap()
+            }
+        };
+        assert!(get(4_999).await.is_some());
+        assert!(get(5_000).await.is_none(), "expires_at itself is expired");
+        assert!(get(9_000).await.is_none());
+        // Still in the table (nothing purged), so the owner can still delete it.
+        assert!(store
+            .delete_response_state("resp_e", "org_a")
+            .await
+            .unwrap());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn response_states_are_deleted_by_their_own_org_only() {
+    on_both(|store| async move {
+        store
+            .put_response_state(&state("resp_d", "org_a", 1_000, 10_000))
+            .await
+            .unwrap();
+        assert!(
+            !store
+                .delete_response_state("resp_d", "org_b")
+                .await
+                .unwrap(),
+            "another org cannot delete it"
+        );
+        assert!(store
+            .get_response_state("resp_d", "org_a", 1_000)
+            .await
+            .unwrap()
+            .is_some());
+        assert!(store
+            .delete_response_state("resp_d", "org_a")
+            .await
+            .unwrap());
+        assert!(store
+            .get_response_state("resp_d", "org_a", 1_000)
+            .await
+            .unwrap()
+            .is_none());
+        assert!(
+            !store
+                .delete_response_state("resp_d", "org_a")
+                .await
+                .unwrap(),
+            "deleting twice finds nothing"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn purge_deletes_only_expired_response_states_a_batch_at_a_time() {
+    on_both(|store| async move {
+        // Five expire at 100..=500, three live until 10_000.
+        for i in 1..=5 {
+            store
+                .put_response_state(&state(&format!("resp_old{i}"), "org_a", 0, i * 100))
+                .await
+                .unwrap();
+        }
+        for i in 1..=3 {
+            store
+                .put_response_state(&state(&format!("resp_live{i}"), "org_a", 0, 10_000))
+                .await
+                .unwrap();
+        }
+        assert_eq!(store.purge_response_states(50, 10).await.unwrap(), 0);
+        assert_eq!(store.purge_response_states(1_000, 2).await.unwrap(), 2);
+        assert_eq!(store.purge_response_states(1_000, 2).await.unwrap(), 2);
+        assert_eq!(store.purge_response_states(1_000, 2).await.unwrap(), 1);
+        assert_eq!(store.purge_response_states(1_000, 2).await.unwrap(), 0);
+        assert_eq!(store.purge_response_states(1_000, 0).await.unwrap(), 0);
+        // The expired rows are gone from the table itself (even with an earlier clock)...
+        for i in 1..=5 {
+            assert!(!store
+                .delete_response_state(&format!("resp_old{i}"), "org_a")
+                .await
+                .unwrap());
+        }
+        // ...and the live ones all remain.
+        for i in 1..=3 {
+            assert!(store
+                .get_response_state(&format!("resp_live{i}"), "org_a", 1_000)
+                .await
+                .unwrap()
+                .is_some());
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_purge_task_clears_a_backlog_larger_than_one_batch() {
+    on_both(|store| async move {
+        let now = now_ms();
+        for i in 0..7 {
+            store
+                .put_response_state(&state(&format!("resp_x{i}"), "org_a", 0, now - 1_000))
+                .await
+                .unwrap();
+        }
+        store
+            .put_response_state(&state("resp_keep", "org_a", 0, now + 3_600_000))
+            .await
+            .unwrap();
+        // A long interval: only the first round's repeated batches can clear all seven.
+        let task = tollgate::store::spawn_response_purge(
+            store.clone(),
+            std::time::Duration::from_secs(3600),
+            3,
+        );
+        // A clock before expiry still sees a row that is in the table.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let mut left = 0;
+            for i in 0..7 {
+                let id = format!("resp_x{i}");
+                if store
+                    .get_response_state(&id, "org_a", 0)
+                    .await
+                    .unwrap()
+                    .is_some()
+                {
+                    left += 1;
+                }
+            }
+            if left == 0 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the purge task left {left} expired rows"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(store
+            .get_response_state("resp_keep", "org_a", now)
+            .await
+            .unwrap()
+            .is_some());
+        task.abort();
     })
     .await;
 }

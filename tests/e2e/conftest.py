@@ -51,6 +51,33 @@ MODELS = {
     "tls-untrusted": ["openai_tls_untrusted"],
     "claude-error-event": ["anthropic_error_event"],
     'csv,"quoted" model': ["openai_ok"],
+    # The other client APIs (test_messages.py, test_responses.py, test_embeddings.py,
+    # test_models.py): an Anthropic provider serving /v1/messages natively (pass-through),
+    # OpenAI providers behind translation, embeddings, a provider that reports no usage, one that
+    # reports cached prompt tokens, and a model with catalog metadata on two providers.
+    "claude-pass": ["anthropic_pass"],
+    "gpt-tools": ["openai_tools"],
+    "embed-mock": ["openai_embed"],
+    "gpt-no-usage": ["openai_no_usage"],
+    "gpt-cached": ["openai_cached"],
+    "gpt-catalog": ["openai_ok", "openai_tools"],
+}
+# Every route's price unless MODEL_SETTINGS says otherwise (USD per million tokens).
+DEFAULT_ROUTE_PRICE = {"input_per_mtok": 1.0, "output_per_mtok": 2.0}
+# Settings of a model beyond its routes: keys written as they are into its [[models]] table,
+# and "route": keys added to (or replacing) those of each of its routes.
+CATALOG_MODEL = {
+    "description": "A mock chat model with catalog metadata.",
+    "context_length": 128000,
+    "input_modalities": ["text", "image"],
+    "output_modalities": ["text"],
+    "supported_parameters": ["max_tokens", "temperature", "tools", "tool_choice", "stop"],
+}
+MODEL_SETTINGS = {
+    "claude-pass": {"route": {"cache_write_per_mtok": 1.25, "cache_read_per_mtok": 0.1}},
+    "embed-mock": {"kind": "embedding", "context_length": 8192, "route": {"input_per_mtok": 3.0}},
+    "gpt-catalog": {**CATALOG_MODEL, "route": {"input_per_mtok": 2.5, "output_per_mtok": 10.0,
+                                               "cache_read_per_mtok": 1.25}},
 }
 # The slow mock answers after SLOW_MS; a module that tests timeouts sets a shorter per-attempt
 # timeout with GATEWAY_OPTIONS = {"upstream_timeout_ms": ...}.
@@ -72,17 +99,39 @@ def standard_mocks(server_cert):
         "closed_port": ClosedPort(),
         "openai_tls_untrusted": MockProvider("openai", tls_cert=server_cert, trusted=False),
         "anthropic_error_event": MockProvider("anthropic", "error-event:2"),
+        "anthropic_pass": MockProvider("anthropic"),
+        "openai_tools": MockProvider("openai"),
+        "openai_embed": MockProvider("openai", formats=["openai-chat", "openai-embeddings"]),
+        "openai_no_usage": MockProvider("openai", "no-usage"),
+        "openai_cached": MockProvider("openai", "cached:400"),
     }
+
+
+def toml_value(v):
+    """A TOML literal for a str, number, bool or list of them (JSON's spelling is TOML's)."""
+    assert isinstance(v, (str, int, float, bool, list)), v
+    return json.dumps(v)
+
+
+def route_settings(model):
+    """The price keys (and any other route keys) of every route of `model`."""
+    return {**DEFAULT_ROUTE_PRICE, **MODEL_SETTINGS.get(model, {}).get("route", {})}
 
 
 class Gateway:
     """A `tollgate serve` process with its own config, plugin directory and database.
     `env` adds environment variables; `usage_flush_ms`, `upstream_timeout_ms` and
-    `grace_period_seconds` set those settings; `cache_dir` shares compiled plugins between
-    gateways of one test session."""
+    `grace_period_seconds` set those settings; `server_settings` adds keys to `[server]` (e.g.
+    `{"responses_ttl_seconds": 2}`); `cache_dir` shares compiled plugins between gateways of one
+    test session. A module sets any of these for its `gw` with GATEWAY_OPTIONS.
+
+    Providers: one per mock, named as in `mocks`; an Anthropic mock declares
+    `formats = ["anthropic-messages"]` (it serves /v1/messages natively), a mock with its own
+    `formats` declares those, other OpenAI mocks declare none (the default). Models: MODELS whose
+    providers are all present, with MODEL_SETTINGS."""
 
     def __init__(self, tmp: Path, db: str, mocks: dict, ca_file: Path, env=None, usage_flush_ms=50,
-                 upstream_timeout_ms=10000, cache_dir=None, grace_period_seconds=0):
+                 upstream_timeout_ms=10000, cache_dir=None, grace_period_seconds=0, server_settings=None):
         self.tmp = tmp
         self.db = db
         self.port = free_port()
@@ -101,6 +150,9 @@ class Gateway:
         providers = []
         for name, m in mocks.items():
             flavour = "anthropic" if m.flavour == "anthropic" else "openai"
+            formats = getattr(m, "formats", None)
+            if formats is None and flavour == "anthropic":
+                formats = ["anthropic-messages"]
             providers.append(f"""
 [providers.{name}]
 base_url = "{m.base_url}"
@@ -108,14 +160,18 @@ api_key_env = "MOCK_{flavour.upper()}_KEY"
 transform = "provider-{flavour}"
 auth = "{'x-api-key' if flavour == 'anthropic' else 'bearer'}"
 {f'ca_file = "{ca_file}"' if m.scheme == "https" and m.trusted else ""}
+{f'formats = {toml_value(formats)}' if formats is not None else ""}
 """)
         model_text = ""
         for name, routes in MODELS.items():
             if not all(p in mocks for p in routes):
                 continue
             upstream = json.dumps(f"{name}-upstream")
-            r = ", ".join(f'{{ provider = "{p}", model = {upstream}, input_per_mtok = 1.0, output_per_mtok = 2.0 }}' for p in routes)
-            model_text += f'\n[[models]]\nname = {json.dumps(name)}\nroutes = [{r}]\n'
+            route_keys = "".join(f", {k} = {toml_value(v)}" for k, v in route_settings(name).items())
+            r = ", ".join(f'{{ provider = "{p}", model = {upstream}{route_keys} }}' for p in routes)
+            extra = "".join(f"{k} = {toml_value(v)}\n" for k, v in MODEL_SETTINGS.get(name, {}).items() if k != "route")
+            model_text += f'\n[[models]]\nname = {json.dumps(name)}\n{extra}routes = [{r}]\n'
+        server_text = "".join(f"{k} = {toml_value(v)}\n" for k, v in (server_settings or {}).items())
         self.config = tmp / "tollgate.toml"
         self.config.write_text(f"""
 [server]
@@ -123,7 +179,7 @@ listen = "127.0.0.1:{self.port}"
 admin_listen = "127.0.0.1:{self.admin_port}"
 data_dir = "{tmp}/data"
 grace_period_seconds = {grace_period_seconds}
-[database]
+{server_text}[database]
 url = "{self.db_url}"
 usage_flush_ms = {usage_flush_ms}
 [plugins]
@@ -229,6 +285,17 @@ def require_db(db):
     assert (PLUGINS / "auth-apikey.wasm").exists(), "run scripts/build-plugins first"
 
 
+def with_orgs(g):
+    """The organisations every test gateway has: `org` (key `key`, 10 USD of credits) and
+    `broke_org` (key `broke_key`, no credits)."""
+    g.org = g.cli("orgs", "create", "acme")
+    g.key = g.cli("keys", "create", "--org", g.org)
+    g.cli("credits", "add", "--org", g.org, "--usd", "10")
+    g.broke_org = g.cli("orgs", "create", "broke")
+    g.broke_key = g.cli("keys", "create", "--org", g.broke_org)
+    return g
+
+
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def gw(request, tmp_path_factory, test_ca, plugin_cache):
     db = request.param
@@ -236,12 +303,7 @@ def gw(request, tmp_path_factory, test_ca, plugin_cache):
     ca_file, server_cert = test_ca
     mocks = standard_mocks(server_cert)
     options = getattr(request.module, "GATEWAY_OPTIONS", {})
-    g = Gateway(tmp_path_factory.mktemp(f"gw-{db}"), db, mocks, ca_file, cache_dir=plugin_cache, **options)
-    g.org = g.cli("orgs", "create", "acme")
-    g.key = g.cli("keys", "create", "--org", g.org)
-    g.cli("credits", "add", "--org", g.org, "--usd", "10")
-    g.broke_org = g.cli("orgs", "create", "broke")
-    g.broke_key = g.cli("keys", "create", "--org", g.broke_org)
+    g = with_orgs(Gateway(tmp_path_factory.mktemp(f"gw-{db}"), db, mocks, ca_file, cache_dir=plugin_cache, **options))
     yield g
     g.stop()
     for m in mocks.values():

@@ -1,7 +1,8 @@
 """OpenAI chat completions through the real gateway with the official `openai` SDK, on SQLite and
 PostgreSQL: success paths, errors, fallback, cut streams, TLS upstreams. Hot plugin swaps are in
 test_hot_reload.py; timeouts, connect errors, Anthropic tools and images, key expiry and more in
-test_coverage.py; the admin token and the shutdown flush in test_lifecycle.py."""
+test_coverage.py; the admin token and the shutdown flush in test_lifecycle.py. Usage records:
+exact ones say so, and a provider that reports no usage is charged on estimated counts."""
 
 import json
 import math
@@ -10,7 +11,7 @@ import time
 import openai
 import pytest
 
-from helpers import EXPECTED, MESSAGES, PRICE_IN, PRICE_OUT, client, raw_post, settled
+from helpers import EXPECTED, FORMAT_CHAT, MESSAGES, PRICE_IN, PRICE_OUT, client, raw_post, record_format, settled
 from openapi_check import validate
 
 
@@ -215,3 +216,33 @@ def test_models_list(gw):
     assert {"gpt-mock", "claude-mock"} <= ids
     for m in models.data:
         validate("Model", m.model_dump())
+
+
+def test_exact_usage_records_carry_format_and_estimated_false(gw):
+    resp = client(gw).chat.completions.with_raw_response.create(model="gpt-mock", messages=MESSAGES)
+    event = settled(gw, resp.headers["x-request-id"])
+    assert record_format(event) == FORMAT_CHAT
+    assert event.get("estimated") is False, event
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_missing_usage_is_estimated(gw, stream):
+    """The provider behind gpt-no-usage never reports usage: the gateway counts the tokens
+    itself (a tokenizer: "Say hello" and "Hello from the mock provider." are a few tokens each),
+    charges them, and marks the record estimated."""
+    before = gw.balance_micros(gw.org)
+    kwargs = {"stream": True, "stream_options": {"include_usage": True}} if stream else {}
+    resp = client(gw).chat.completions.with_raw_response.create(model="gpt-no-usage", messages=MESSAGES, **kwargs)
+    if stream:
+        text = "".join(c.choices[0].delta.content or "" for c in resp.parse() if c.choices)
+    else:
+        text = resp.parse().choices[0].message.content
+    assert text == EXPECTED
+    event = settled(gw, resp.headers["x-request-id"])
+    assert event["estimated"] is True, event
+    assert (event["status"], event["stream"], event["provider"]) == (200, stream, "openai_no_usage")
+    assert 1 <= event["input_tokens"] <= 40, event
+    assert 1 <= event["output_tokens"] <= 12, event
+    assert event["cost_micros"] == event["input_tokens"] * PRICE_IN + event["output_tokens"] * PRICE_OUT
+    assert gw.balance_micros(gw.org) == before - event["cost_micros"]
+    assert record_format(event) == FORMAT_CHAT

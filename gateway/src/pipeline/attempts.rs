@@ -160,6 +160,7 @@ mod tests {
                     usage: NO_USAGE,
                     charge: true,
                     end,
+                    estimated: false,
                 },
                 latency,
             };

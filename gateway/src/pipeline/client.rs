@@ -7,7 +7,7 @@ use pingora_proxy::Session;
 
 use super::context::Request;
 use super::stream::ClientSink;
-use crate::api_error::ApiError;
+use crate::api_error::{ApiError, ApiFormat};
 
 pub(super) fn header_value<'h>(
     req: &'h pingora_http::RequestHeader,
@@ -44,6 +44,10 @@ impl Request<'_> {
         let _ = resp.insert_header("content-type", content_type);
         let _ = resp.insert_header("content-length", body.len().to_string());
         let _ = resp.insert_header("x-request-id", self.id.as_str());
+        if self.format == ApiFormat::AnthropicMessages {
+            // Anthropic's SDKs read the request id from `request-id`.
+            let _ = resp.insert_header("request-id", self.id.as_str());
+        }
         if matches!(status, 408 | 413 | 431) {
             // The rest of what the client sent cannot be trusted to frame a next request.
             session.set_keepalive(None);
@@ -146,6 +150,7 @@ impl Request<'_> {
 pub(super) struct SessionSink<'s> {
     pub session: &'s mut Session,
     pub request_id: &'s str,
+    pub format: ApiFormat,
 }
 
 impl ClientSink for SessionSink<'_> {
@@ -156,6 +161,9 @@ impl ClientSink for SessionSink<'_> {
         let _ = resp.insert_header("content-type", "text/event-stream");
         let _ = resp.insert_header("cache-control", "no-cache");
         let _ = resp.insert_header("x-request-id", self.request_id);
+        if self.format == ApiFormat::AnthropicMessages {
+            let _ = resp.insert_header("request-id", self.request_id);
+        }
         self.session
             .write_response_header(Box::new(resp), false)
             .await

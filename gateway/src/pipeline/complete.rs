@@ -3,10 +3,12 @@
 
 use pingora_proxy::Session;
 
+use super::adapt::{estimate_output, Adapting};
 use super::context::Request;
 use super::outcome::{Answer, AttemptError, StreamEnd, CLIENT_GONE, NO_USAGE};
 use super::upstream::{AttemptFailure, UpstreamResponse};
 use crate::plugins::bindings::TransformCtx;
+use crate::plugins::bindings::Usage;
 use crate::plugins::{LoadedPlugin, Stage};
 
 impl Request<'_> {
@@ -19,6 +21,7 @@ impl Request<'_> {
         transform: &LoadedPlugin,
         ctx: &TransformCtx,
         mut response: UpstreamResponse,
+        adapting: Option<&mut Adapting<'_>>,
     ) -> Result<Answer, AttemptFailure> {
         let limit = self.state.upstreams.limits.max_body_bytes;
         let body = response.read_to_end(limit).await?;
@@ -45,25 +48,45 @@ impl Request<'_> {
                     usage: NO_USAGE,
                     charge: false,
                     end: StreamEnd::Failed(AttemptError::RefusedAnswer),
+                    estimated: false,
                 });
             }
         };
-        let usage = out.usage.unwrap_or(NO_USAGE);
-        let content_type = out
+        let mut content_type = out
             .headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
             .map(|(_, v)| v.clone())
             .unwrap_or_else(|| "application/json".into());
-        if self
-            .respond(session, out.status, &content_type, out.body)
-            .await
-        {
+        let body = match adapting {
+            Some(a) => {
+                content_type = "application/json".into();
+                match a.complete(out.status, &out.body, out.usage.as_ref()) {
+                    Ok(body) => body,
+                    // A canonical answer the adapter cannot use: as unusable as a malformed one.
+                    Err(err) => return Err(AttemptFailure::Refused(err)),
+                }
+            }
+            None => out.body,
+        };
+        // No usage from the provider for an answer: estimate it (output from the answer's text
+        // here, input from the request at settlement) rather than give it away.
+        let estimated = out.usage.is_none() && (200..300).contains(&out.status);
+        let usage = match out.usage {
+            Some(u) => u,
+            None if estimated => Usage {
+                output: estimate_output(&body),
+                ..NO_USAGE
+            },
+            None => NO_USAGE,
+        };
+        if self.respond(session, out.status, &content_type, body).await {
             Ok(Answer {
                 status: out.status,
                 usage,
                 charge: true,
                 end: StreamEnd::Complete,
+                estimated,
             })
         } else {
             // The client never received the answer: record the tokens, charge nothing.
@@ -72,6 +95,7 @@ impl Request<'_> {
                 usage,
                 charge: false,
                 end: StreamEnd::ClientGone,
+                estimated,
             })
         }
     }

@@ -3,7 +3,11 @@
 //! ```text
 //! context.rs   the request context (id, timing, client format) and stage-call helpers, auth
 //! client.rs    the client side: body under limits, answers, the stream's sink
-//! chat.rs      POST /v1/chat/completions: the stages in order, routing + billing.authorize
+//! routes.rs    the client API routes: chat, Messages, Responses, embeddings, stored responses
+//! serve.rs     every API's stages in order: parse, routing + billing.authorize, attempts
+//! call.rs      one call parsed for its API: summary, client and canonical bodies
+//! adapt.rs     client-format adapters in the path (formats crate), usage estimates
+//! responses.rs Responses API conversation state (previous_response_id, GET/DELETE)
 //! attempts.rs  the attempt loop with fallback; what to say when every attempt failed
 //! upstream.rs  upstream I/O: connectors, per-phase bounds, provider health
 //! complete.rs  complete responses through transform.response
@@ -17,13 +21,17 @@
 //! body can be re-transformed per provider and fallback happens strictly before the first byte
 //! reaches the client. `proxy/` is only the Pingora adapter that hands requests in.
 
+mod adapt;
 mod attempts;
-mod chat;
+mod call;
 mod client;
 mod complete;
 mod context;
 mod events;
 mod outcome;
+mod responses;
+mod routes;
+mod serve;
 mod settle;
 mod stream;
 pub mod upstream;
@@ -35,7 +43,7 @@ use crate::metrics::Metrics;
 use crate::plugins::PluginRegistry;
 use crate::proxy::front_door::Connections;
 use crate::services::GatewayServices;
-use crate::store::UsageWriterHandle;
+use crate::store::{Store, UsageWriterHandle};
 pub use context::Request;
 use upstream::Upstreams;
 
@@ -44,6 +52,8 @@ pub struct AppState {
     pub config: Config,
     pub registry: Arc<PluginRegistry>,
     pub services: Arc<GatewayServices>,
+    /// The database (conversation state; everything billing-related goes through services).
+    pub store: Store,
     pub usage: UsageWriterHandle,
     pub metrics: Metrics,
     pub upstreams: Upstreams,

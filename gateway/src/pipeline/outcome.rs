@@ -130,6 +130,9 @@ pub struct Answer {
     /// Whether `usage` is charged.
     pub charge: bool,
     pub end: StreamEnd,
+    /// The provider reported no usage: `usage` is the gateway's estimate (input tokens are
+    /// added from the request at settlement).
+    pub estimated: bool,
 }
 
 impl Answer {
@@ -140,6 +143,7 @@ impl Answer {
             usage,
             charge: true,
             end: StreamEnd::ClientGone,
+            estimated: false,
         }
     }
 }
@@ -164,6 +168,8 @@ pub struct Outcome {
     pub usage: Usage,
     /// Whether `usage` is charged: false when the client never received the answer.
     pub charge: bool,
+    /// `usage` is an estimate (the provider reported none).
+    pub estimated: bool,
 }
 
 /// Usage of a stream that did not complete: what the provider reported so far, with output at

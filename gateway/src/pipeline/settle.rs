@@ -86,6 +86,7 @@ impl Request<'_> {
             cost,
             records,
             charge,
+            outcome.estimated,
         )
         .await;
     }
@@ -104,8 +105,10 @@ impl Request<'_> {
             .map(|r| r.provider.clone())
             .unwrap_or_default();
         self.state.metrics.request_duration(self.started.elapsed());
-        self.log(who, summary, status, &provider, NO_USAGE, 0, records, None)
-            .await;
+        self.log(
+            who, summary, status, &provider, NO_USAGE, 0, records, None, false,
+        )
+        .await;
     }
 
     /// The logging stage, then the usage record.
@@ -120,6 +123,7 @@ impl Request<'_> {
         cost: u64,
         records: Vec<AttemptRecord>,
         charge: Option<Charge>,
+        estimated: bool,
     ) {
         let state = self.state;
         let latency_ms = self.started.elapsed().as_millis() as u32;
@@ -197,6 +201,8 @@ impl Request<'_> {
             attempts: attempts.to_string(),
             client_ip: decision.store_client_ip.then(|| self.client_ip.clone()),
             created_at: now_ms(),
+            format: crate::api_error::format_name(summary.format).to_string(),
+            estimated,
         };
         let charge = charge.filter(|c| c.amount_micros > 0).map(|c| ChargeEntry {
             org_id: who.org_id.clone(),

@@ -13,7 +13,9 @@
 
 use bytes::{Bytes, BytesMut};
 
-use super::outcome::{cut_usage, Answer, AttemptError, StreamEnd, NO_USAGE, STREAM_FAILED};
+#[cfg(test)]
+use super::outcome::NO_USAGE;
+use super::outcome::{cut_usage, Answer, AttemptError, StreamEnd, STREAM_FAILED};
 use super::upstream::{AttemptFailure, BodyError, UpstreamResponse};
 use crate::api_error::ApiError;
 use crate::plugins::bindings::{SseEvent, Usage};
@@ -214,12 +216,15 @@ pub async fn relay<S: ClientSink, B: BodySource, T: EventTranslator>(
     // count output from the text delivered (~4 characters a token).
     let usage = tr.usage();
     let chars = tr.delivered_chars();
+    // A complete stream without usage is estimated: output from the delivered text here, input
+    // from the request at settlement.
     let answer = match end {
         StreamEnd::Complete => Answer {
             status: 200,
-            usage: usage.unwrap_or(NO_USAGE),
+            usage: usage.unwrap_or_else(|| cut_usage(None, chars)),
             charge: true,
             end,
+            estimated: usage.is_none(),
         },
         StreamEnd::ClientGone => Answer::client_gone(cut_usage(usage, chars)),
         StreamEnd::Failed(_) => Answer {
@@ -227,6 +232,7 @@ pub async fn relay<S: ClientSink, B: BodySource, T: EventTranslator>(
             usage: cut_usage(usage, chars),
             charge: true,
             end,
+            estimated: false,
         },
     };
     Ok(Relayed {

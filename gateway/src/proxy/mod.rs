@@ -14,7 +14,8 @@ use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::{Error, ErrorType, Result};
 use pingora_proxy::{ProxyHttp, Session};
 
-use crate::api_error::ApiError;
+use crate::api_error::{ApiError, ApiFormat};
+use crate::catalog;
 use crate::pipeline::{AppState, Request};
 use front_door::{Connections, FrontDoor};
 use tracing::Instrument;
@@ -67,17 +68,24 @@ impl Gateway {
         method: http::Method,
         path: String,
     ) {
-        match (method.as_str(), path.trim_end_matches('/')) {
+        let path = path.trim_end_matches('/');
+        match (method.as_str(), path) {
             ("POST", "/v1/chat/completions") => request.chat(session).await,
-            ("GET", "/v1/models") => match request.authenticate(session).await {
-                Ok(_) => {
-                    let body = crate::catalog::models_body(&self.state.config);
-                    request
-                        .respond(session, 200, "application/json", body)
-                        .await;
-                }
-                Err(e) => request.respond_error(session, &e, "").await,
-            },
+            ("POST", "/v1/messages") => request.messages(session).await,
+            ("POST", "/v1/responses") => request.responses(session).await,
+            ("POST", "/v1/embeddings") => request.embeddings(session).await,
+            ("GET", "/v1/models") => self.models(request, session, None).await,
+            ("GET", p) if p.starts_with("/v1/models/") => {
+                let id = &p["/v1/models/".len()..];
+                self.models(request, session, Some(id)).await
+            }
+            ("GET" | "DELETE", p) if p.starts_with("/v1/responses/") => {
+                let id = p["/v1/responses/".len()..].to_string();
+                request
+                    .with_format(ApiFormat::OpenaiResponses)
+                    .stored_response(session, &id, method == http::Method::DELETE)
+                    .await
+            }
             ("GET", "/health") => {
                 request
                     .respond(
@@ -88,16 +96,57 @@ impl Gateway {
                     )
                     .await;
             }
-            (_, "/v1/chat/completions") => {
+            (_, "/v1/chat/completions" | "/v1/messages" | "/v1/responses" | "/v1/embeddings") => {
+                let format = if path == "/v1/messages" {
+                    ApiFormat::AnthropicMessages
+                } else {
+                    ApiFormat::OpenaiChat
+                };
                 let err = ApiError::new(
                     405,
                     "method_not_allowed",
                     format!("{method} is not allowed here; use POST."),
                 );
-                request.respond_error(session, &err, "").await
+                request
+                    .with_format(format)
+                    .respond_error(session, &err, "")
+                    .await
             }
             _ => {
                 let err = ApiError::not_found(format!("Unknown endpoint: {method} {path}"));
+                request.respond_error(session, &err, "").await
+            }
+        }
+    }
+
+    /// `GET /v1/models` and `GET /v1/models/{id}` (authenticated, as OpenAI's are).
+    async fn models(&self, request: Request<'_>, session: &mut Session, id: Option<&str>) {
+        if let Err(e) = request.authenticate(session).await {
+            return request.respond_error(session, &e, "").await;
+        }
+        let config = &self.state.config;
+        let body = match id {
+            None => Some(catalog::models_body(config)),
+            Some(raw) => catalog::percent_decode(raw)
+                .and_then(|id| catalog::model(config, &id))
+                .map(|m| m.to_string().into_bytes()),
+        };
+        match body {
+            Some(body) => {
+                request
+                    .respond(session, 200, "application/json", body)
+                    .await;
+            }
+            None => {
+                let err = ApiError::new(
+                    404,
+                    "model_not_found",
+                    format!(
+                        "The model '{}' does not exist.",
+                        id.and_then(catalog::percent_decode).unwrap_or_default()
+                    ),
+                )
+                .with_param("model");
                 request.respond_error(session, &err, "").await
             }
         }

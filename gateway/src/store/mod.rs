@@ -2,6 +2,7 @@
 //! sqlx's `Any` driver so one set of queries serves both. SQL uses `$n` parameters, which both
 //! accept; migrations are kept per database in `migrations/`.
 
+mod responses;
 mod usage_writer;
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -10,7 +11,12 @@ use rand::RngCore;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
+pub use responses::{spawn_response_purge, ResponseState};
 pub use usage_writer::{UsageWriter, UsageWriterHandle};
+
+/// The name stored in a usage record's `format` column for a client API (the WIT kebab-case
+/// name); one definition, shared with error bodies and configs.
+pub use crate::api_error::format_name;
 
 /// Store errors, saying what was being done.
 #[derive(Debug, thiserror::Error)]
@@ -118,6 +124,11 @@ pub struct UsageEvent {
     pub attempts: String,
     pub client_ip: Option<String>,
     pub created_at: i64,
+    /// The client API of the request: `openai-chat`, `anthropic-messages`, `openai-responses`,
+    /// `openai-embeddings` (see [`format_name`]).
+    pub format: String,
+    /// Whether the token counts were estimated because the provider reported no usage.
+    pub estimated: bool,
 }
 
 /// A charge to debit in the same transaction as its usage event.
@@ -178,12 +189,16 @@ fn usage_from(row: &AnyRow) -> std::result::Result<UsageEvent, sqlx::Error> {
         attempts: row.try_get("attempts")?,
         client_ip: row.try_get("client_ip")?,
         created_at: row.try_get("created_at")?,
+        format: row.try_get("format")?,
+        estimated: row.try_get::<i64, _>("estimated")? != 0,
     })
 }
 
 const USAGE_COLUMNS: &str = "request_id, org_id, key_id, model, provider, input_tokens, \
     output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens, cost_micros, \
-    latency_ms, status, stream, attempts, client_ip, created_at";
+    latency_ms, status, stream, attempts, client_ip, created_at, format, estimated";
+/// Number of columns in [`USAGE_COLUMNS`] (parameters per inserted row).
+const USAGE_COLUMN_COUNT: usize = 19;
 
 impl Store {
     /// Connects and brings the schema up to date. `sqlite://path` creates the file (and its
@@ -442,7 +457,7 @@ impl Store {
     /// is skipped (usage and charge are recorded exactly once). Events go in multi-row inserts;
     /// each new charge also moves its org's running total.
     pub async fn record_usage(&self, events: &[UsageEvent], charges: &[ChargeEntry]) -> Result<()> {
-        // 17 columns x 100 rows stays under SQLite's and PostgreSQL's parameter limits.
+        // 19 columns x 100 rows stays under SQLite's and PostgreSQL's parameter limits.
         const ROWS_PER_INSERT: usize = 100;
         let mut tx = self
             .pool
@@ -453,10 +468,11 @@ impl Store {
             let mut sql = format!("INSERT INTO usage_events ({USAGE_COLUMNS}) VALUES ");
             for i in 0..chunk.len() {
                 // SQLite looks named parameters up by a linear scan per bind, which makes `$n`
-                // quadratic in a 1700-parameter statement; its anonymous `?` binds by position.
+                // quadratic in a 1900-parameter statement; its anonymous `?` binds by position.
+                const N: usize = USAGE_COLUMN_COUNT;
                 let params: Vec<String> = match self.kind {
-                    DbKind::Sqlite => vec!["?".to_string(); 17],
-                    DbKind::Postgres => (1..=17).map(|n| format!("${}", i * 17 + n)).collect(),
+                    DbKind::Sqlite => vec!["?".to_string(); N],
+                    DbKind::Postgres => (1..=N).map(|n| format!("${}", i * N + n)).collect(),
                 };
                 if i > 0 {
                     sql.push(',');
@@ -467,7 +483,7 @@ impl Store {
             }
             sql.push_str(" ON CONFLICT DO NOTHING");
             // Not kept in the connection's statement cache: the text differs with the row
-            // count, and a cached 1700-parameter statement per count grew memory for good.
+            // count, and a cached 1900-parameter statement per count grew memory for good.
             let mut query = sqlx::query(&sql).persistent(false);
             for e in chunk {
                 query = query
@@ -487,7 +503,9 @@ impl Store {
                     .bind(i64::from(e.stream))
                     .bind(&e.attempts)
                     .bind(&e.client_ip)
-                    .bind(e.created_at);
+                    .bind(e.created_at)
+                    .bind(&e.format)
+                    .bind(i64::from(e.estimated));
             }
             query
                 .execute(&mut *tx)

@@ -1,7 +1,15 @@
 //! OpenAI chat completions request -> Anthropic Messages request: system prompts, alternating
-//! roles, content parts (text, images), tool definitions, tool calls and tool results.
+//! roles, content parts (text, images), tool calls and tool results, prompt-caching marks.
+//! Tool definitions, `tool_choice` and `response_format` are in [`crate::tools`].
+//!
+//! `cache_control` has no place in OpenAI's own schema, but clients that target Anthropic
+//! through OpenAI-compatible gateways (OpenRouter, LiteLLM) put it on content parts and on
+//! whole messages; it is carried onto the Anthropic blocks so prompt caching works through
+//! canonical form too.
 use tollgate_plugin_sdk::serde_json::{self, json, Map, Value};
 use tollgate_plugin_sdk::Reject;
+
+use crate::tools::{self, StructuredOutputs};
 
 /// Anthropic requires `max_tokens`; used when the client gave none.
 pub const DEFAULT_MAX_TOKENS: u64 = 4096;
@@ -15,6 +23,27 @@ fn text_of(content: &Value) -> String {
             .collect::<Vec<_>>()
             .join("\n"),
         _ => String::new(),
+    }
+}
+
+/// `source`'s `cache_control` (an object such as `{"type":"ephemeral"}`), when it has one.
+pub(crate) fn cache_control(source: &Value) -> Option<&Value> {
+    source.get("cache_control").filter(|c| c.is_object())
+}
+
+/// `block` with `source`'s `cache_control` copied onto it.
+fn marked(mut block: Value, source: &Value) -> Value {
+    if let Some(cc) = cache_control(source) {
+        block["cache_control"] = cc.clone();
+    }
+    block
+}
+
+/// A message-level `cache_control` (LiteLLM's form) marks the message's last block: Anthropic
+/// caches the prefix up to and including a marked block, which is what the client meant.
+fn mark_last(blocks: &mut [Value], message: &Value) {
+    if let (Some(cc), Some(last)) = (cache_control(message), blocks.last_mut()) {
+        last["cache_control"] = cc.clone();
     }
 }
 
@@ -47,7 +76,7 @@ fn image_block(part: &Value) -> Result<Value, Reject> {
 }
 
 /// OpenAI content (string or parts) -> Anthropic content blocks. Empty texts are left out:
-/// Anthropic refuses empty text blocks.
+/// Anthropic refuses empty text blocks (with or without `cache_control`).
 fn content_blocks(content: &Value) -> Result<Vec<Value>, Reject> {
     match content {
         Value::Null => Ok(vec![]),
@@ -59,10 +88,12 @@ fn content_blocks(content: &Value) -> Result<Vec<Value>, Reject> {
                 match part["type"].as_str() {
                     Some("text") => match part["text"].as_str() {
                         Some("") => {}
-                        Some(text) => blocks.push(json!({"type": "text", "text": text})),
+                        Some(text) => {
+                            blocks.push(marked(json!({"type": "text", "text": text}), part))
+                        }
                         None => return Err(Reject::bad_request("text part needs a 'text' string")),
                     },
-                    Some("image_url") => blocks.push(image_block(part)?),
+                    Some("image_url") => blocks.push(marked(image_block(part)?, part)),
                     other => {
                         return Err(Reject::bad_request(format!(
                             "content part type {other:?} is not supported by this provider"
@@ -75,6 +106,35 @@ fn content_blocks(content: &Value) -> Result<Vec<Value>, Reject> {
         _ => Err(Reject::bad_request(
             "message content must be a string or an array",
         )),
+    }
+}
+
+/// A system or developer message -> Anthropic system text blocks, one per text part, each with
+/// its `cache_control`. Lenient like the flattening it replaces: parts without text are skipped.
+fn system_blocks(message: &Value) -> Vec<Value> {
+    let mut blocks = match &message["content"] {
+        Value::String(s) if !s.is_empty() => vec![json!({"type": "text", "text": s})],
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| {
+                let text = p.get("text").and_then(Value::as_str)?;
+                (!text.is_empty()).then(|| marked(json!({"type": "text", "text": text}), p))
+            })
+            .collect(),
+        _ => vec![],
+    };
+    mark_last(&mut blocks, message);
+    blocks
+}
+
+/// The Anthropic `system` value: a plain string when it is one unmarked block (the common case,
+/// and the smallest request), else the blocks themselves so their boundaries and cache marks
+/// survive.
+fn system_value(mut blocks: Vec<Value>) -> Option<Value> {
+    match blocks.len() {
+        0 => None,
+        1 if cache_control(&blocks[0]).is_none() => blocks.pop().map(|b| b["text"].clone()),
+        _ => Some(Value::Array(blocks)),
     }
 }
 
@@ -110,18 +170,34 @@ fn tool_input(arguments: &Value) -> Value {
     }
 }
 
-/// OpenAI chat request -> Anthropic Messages request.
+/// A `tool` message -> a `tool_result` block. Its content stays a string (parts flattened);
+/// a cache mark on the message or on any of its parts marks the block.
+fn tool_result(m: &Value) -> Value {
+    let part_mark = m["content"]
+        .as_array()
+        .and_then(|parts| parts.iter().rev().find_map(cache_control));
+    let mut block = json!({"type": "tool_result", "tool_use_id": m["tool_call_id"],
+        "content": text_of(&m["content"])});
+    if let Some(cc) = cache_control(m).or(part_mark) {
+        block["cache_control"] = cc.clone();
+    }
+    block
+}
+
+/// OpenAI chat request -> Anthropic Messages request, `response_format` handled the default
+/// way ([`StructuredOutputs::Auto`]).
 pub fn translate_request(body: &[u8], upstream_model: &str, stream: bool) -> Result<Value, Reject> {
     let req: Value = serde_json::from_slice(body)
         .map_err(|e| Reject::bad_request(format!("invalid JSON body: {e}")))?;
-    translate_request_value(&req, upstream_model, stream)
+    translate_request_value(&req, upstream_model, stream, StructuredOutputs::Auto)
 }
 
-/// [`translate_request`] on an already parsed body.
+/// [`translate_request`] on an already parsed body, with the configured structured-output mode.
 pub fn translate_request_value(
     req: &Value,
     upstream_model: &str,
     stream: bool,
+    structured: StructuredOutputs,
 ) -> Result<Value, Reject> {
     let Some(msgs) = req["messages"].as_array() else {
         return Err(Reject::bad_request("'messages' must be an array"));
@@ -130,8 +206,12 @@ pub fn translate_request_value(
     let mut messages = Vec::new();
     for m in msgs {
         match m["role"].as_str() {
-            Some("system") | Some("developer") => system.push(text_of(&m["content"])),
-            Some("user") => push_message(&mut messages, "user", content_blocks(&m["content"])?),
+            Some("system") | Some("developer") => system.extend(system_blocks(m)),
+            Some("user") => {
+                let mut blocks = content_blocks(&m["content"])?;
+                mark_last(&mut blocks, m);
+                push_message(&mut messages, "user", blocks);
+            }
             Some("assistant") => {
                 let mut blocks = content_blocks(&m["content"])?;
                 for call in m["tool_calls"].as_array().into_iter().flatten() {
@@ -139,16 +219,10 @@ pub fn translate_request_value(
                         "name": call["function"]["name"],
                         "input": tool_input(&call["function"]["arguments"])}));
                 }
+                mark_last(&mut blocks, m);
                 push_message(&mut messages, "assistant", blocks);
             }
-            Some("tool") => push_message(
-                &mut messages,
-                "user",
-                vec![
-                    json!({"type": "tool_result", "tool_use_id": m["tool_call_id"],
-                    "content": text_of(&m["content"])}),
-                ],
-            ),
+            Some("tool") => push_message(&mut messages, "user", vec![tool_result(m)]),
             other => {
                 return Err(Reject::bad_request(format!(
                     "unsupported message role {other:?}"
@@ -159,9 +233,8 @@ pub fn translate_request_value(
     let mut out = Map::new();
     out.insert("model".into(), json!(upstream_model));
     out.insert("messages".into(), Value::Array(messages));
-    system.retain(|s| !s.is_empty());
-    if !system.is_empty() {
-        out.insert("system".into(), json!(system.join("\n\n")));
+    if let Some(system) = system_value(system) {
+        out.insert("system".into(), system);
     }
     let max_tokens = req["max_completion_tokens"]
         .as_u64()
@@ -182,35 +255,7 @@ pub fn translate_request_value(
         }
         _ => {}
     }
-    if let Some(tools) = req["tools"].as_array() {
-        let tools: Vec<Value> = tools
-            .iter()
-            .map(|t| {
-                json!({"name": t["function"]["name"], "description": t["function"]["description"],
-                    "input_schema": if t["function"]["parameters"].is_null() { json!({"type": "object"}) }
-                        else { t["function"]["parameters"].clone() }})
-            })
-            .collect();
-        out.insert("tools".into(), Value::Array(tools));
-    }
-    match &req["tool_choice"] {
-        Value::String(s) if s == "auto" => {
-            out.insert("tool_choice".into(), json!({"type": "auto"}));
-        }
-        Value::String(s) if s == "required" => {
-            out.insert("tool_choice".into(), json!({"type": "any"}));
-        }
-        Value::String(s) if s == "none" => {
-            out.insert("tool_choice".into(), json!({"type": "none"}));
-        }
-        Value::Object(o) => {
-            out.insert(
-                "tool_choice".into(),
-                json!({"type": "tool", "name": o.get("function").map(|f| f["name"].clone())}),
-            );
-        }
-        _ => {}
-    }
+    tools::translate_tools(req, &mut out, structured)?;
     if let Some(user) = req["user"].as_str() {
         out.insert("metadata".into(), json!({"user_id": user}));
     }
@@ -258,6 +303,81 @@ mod tests {
         assert_eq!(msgs[2]["content"][0]["type"], "tool_result");
         assert_eq!(msgs[2]["content"][1]["text"], "thanks");
         assert_eq!(out["tools"][0]["input_schema"]["type"], "object");
+    }
+
+    #[test]
+    fn system_parts_and_messages_become_blocks_with_their_cache_marks() {
+        let eph = json!({"type": "ephemeral"});
+        let out = translate(json!({"messages": [
+            {"role": "system", "content": [
+                {"type": "text", "text": "You are a librarian."},
+                {"type": "text", "text": "<the whole catalogue>", "cache_control": eph},
+                {"type": "text", "text": ""}]},
+            {"role": "developer", "content": "Answer in French."},
+            {"role": "system", "content": "Be brief.", "cache_control": {"type": "ephemeral", "ttl": "1h"}},
+            {"role": "user", "content": "hi"},
+        ]}))
+        .unwrap();
+        assert_eq!(
+            out["system"],
+            json!([
+                {"type": "text", "text": "You are a librarian."},
+                {"type": "text", "text": "<the whole catalogue>", "cache_control": eph},
+                {"type": "text", "text": "Answer in French."},
+                {"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral", "ttl": "1h"}},
+            ])
+        );
+        // Several unmarked system messages stay apart too; one unmarked block stays a string.
+        let out = translate(json!({"messages": [{"role": "system", "content": "a"},
+            {"role": "system", "content": [{"type": "text", "text": "b"}]}]}))
+        .unwrap();
+        assert_eq!(
+            out["system"],
+            json!([{"type": "text", "text": "a"}, {"type": "text", "text": "b"}])
+        );
+        let out = translate(
+            json!({"messages": [{"role": "system", "content": [{"type": "text", "text": "a"}]}]}),
+        )
+        .unwrap();
+        assert_eq!(out["system"], "a");
+    }
+
+    #[test]
+    fn cache_control_on_parts_and_messages_reaches_the_blocks() {
+        let eph = json!({"type": "ephemeral"});
+        let out = translate(json!({"messages": [
+            {"role": "user", "content": [
+                {"type": "text", "text": "long document", "cache_control": eph},
+                {"type": "image_url", "image_url": {"url": "https://x.example/a.png"}, "cache_control": eph},
+                {"type": "text", "text": "plain"}]},
+            {"role": "assistant", "content": "ok", "cache_control": eph},
+            {"role": "user", "content": "next", "cache_control": eph},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function",
+                "function": {"name": "f", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "c1", "content": [{"type": "text", "text": "big result",
+                "cache_control": eph}]},
+        ]}))
+        .unwrap();
+        let msgs = &out["messages"];
+        assert_eq!(msgs[0]["content"][0]["cache_control"], eph);
+        assert_eq!(msgs[0]["content"][1]["type"], "image");
+        assert_eq!(msgs[0]["content"][1]["cache_control"], eph);
+        assert!(msgs[0]["content"][2].get("cache_control").is_none());
+        assert_eq!(msgs[1]["content"][0]["cache_control"], eph);
+        assert_eq!(msgs[2]["content"][0]["cache_control"], eph);
+        assert!(msgs[3]["content"][0].get("cache_control").is_none());
+        assert_eq!(
+            msgs[4]["content"][0],
+            json!({"type": "tool_result", "tool_use_id": "c1", "content": "big result",
+                "cache_control": eph})
+        );
+        // A cache_control that is not an object is not passed on.
+        let out = translate(json!({"messages": [{"role": "user", "content": [
+            {"type": "text", "text": "x", "cache_control": "yes"}]}]}))
+        .unwrap();
+        assert!(out["messages"][0]["content"][0]
+            .get("cache_control")
+            .is_none());
     }
 
     #[test]

@@ -1,8 +1,11 @@
 //! Anthropic Messages response -> OpenAI chat completion, and Anthropic errors (whole-response
-//! and in-stream) -> OpenAI error bodies and rejects.
+//! and in-stream) -> OpenAI error bodies and rejects. A call of the forced JSON tool
+//! ([`crate::tools::JSON_TOOL`]) becomes message content, the way `response_format` answers.
 use serde::Deserialize;
 use tollgate_plugin_sdk::serde_json::{self, json, value::RawValue, Value};
 use tollgate_plugin_sdk::{usage, Reject, Usage};
+
+use crate::tools::JSON_TOOL;
 
 /// Anthropic `stop_reason` -> OpenAI `finish_reason`.
 pub fn finish_reason(stop_reason: &Value) -> Value {
@@ -127,6 +130,12 @@ fn translate_response_with(
                     (_, Some(raw)) => raw.get().to_string(),
                     (input, None) => input.to_string(),
                 };
+                if block["name"] == JSON_TOOL {
+                    // The forced tool of `response_format`: its input is the answer. Appended
+                    // in block order, as the stream sends it.
+                    text.push_str(&arguments);
+                    continue;
+                }
                 tool_calls.push(json!({"id": block["id"], "type": "function",
                     "function": {"name": block["name"], "arguments": arguments}}))
             }
@@ -134,6 +143,11 @@ fn translate_response_with(
         }
     }
     let used = usage::from_anthropic(&msg["usage"]);
+    let mut finish = finish_reason(&msg["stop_reason"]);
+    if finish == "tool_calls" && tool_calls.is_empty() {
+        // No tool call reaches the client (the JSON answer is content): the answer is complete.
+        finish = json!("stop");
+    }
     let mut message = json!({"role": "assistant", "refusal": null,
         "content": if text.is_empty() && !tool_calls.is_empty() { Value::Null } else { json!(text) }});
     if !tool_calls.is_empty() {
@@ -145,7 +159,7 @@ fn translate_response_with(
         "created": created,
         "model": msg["model"],
         "choices": [{"index": 0, "message": message, "logprobs": null,
-            "finish_reason": finish_reason(&msg["stop_reason"])}],
+            "finish_reason": finish}],
         "usage": usage::to_openai(&used),
     });
     (out, used)

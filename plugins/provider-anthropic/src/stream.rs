@@ -4,11 +4,13 @@
 //! Events may arrive out of the documented order, twice, or not at all (a cut or misbehaving
 //! upstream): each is handled on its own, nothing panics, and once `message_stop` has closed the
 //! stream further events are ignored. An `error` event ends the stream with a [`Reject`].
+//! The forced JSON tool of `response_format` ([`JSON_TOOL`]) streams as message content.
 use serde::{Deserialize, Serialize};
 use tollgate_plugin_sdk::serde_json::{self, json, Value};
 use tollgate_plugin_sdk::{usage, Reject, SseEvent, Usage};
 
 use crate::response::{finish_reason, stream_error};
+use crate::tools::JSON_TOOL;
 
 /// Per-stream state carried between events.
 #[derive(Serialize, Deserialize, Default, Debug, Clone, PartialEq)]
@@ -37,11 +39,14 @@ struct ToolBlock {
     /// Some argument text was sent for it. A tool without parameters may stream no argument
     /// text at all; it is given `{}` when its block ends, so clients always get parsable JSON.
     has_args: bool,
+    /// The forced JSON tool: its input streams as content, and it has no tool call index.
+    #[serde(default)]
+    json: bool,
 }
 
 /// [`Usage`] in a serialisable form, for the stream state.
 #[derive(Serialize, Deserialize, Default, Debug, Clone, Copy, PartialEq)]
-struct UsageState {
+pub(crate) struct UsageState {
     input: u64,
     output: u64,
     cache_read: u64,
@@ -116,16 +121,18 @@ impl StreamState {
                 continue;
             }
             self.tools[i].has_args = true;
-            out.push(self.chunk(
-                json!({"tool_calls": [{"index": tool.index, "function": {"arguments": "{}"}}]}),
-                Value::Null,
-            ));
+            let delta = if tool.json {
+                json!({"content": "{}"})
+            } else {
+                json!({"tool_calls": [{"index": tool.index, "function": {"arguments": "{}"}}]})
+            };
+            out.push(self.chunk(delta, Value::Null));
         }
     }
 }
 
 /// Overwrites the counts an Anthropic usage object carries (they are cumulative).
-fn update_usage(u: &mut UsageState, reported: &Value) {
+pub(crate) fn update_usage(u: &mut UsageState, reported: &Value) {
     let present = |key: &str| reported.get(key).is_some_and(|v| !v.is_null());
     let read = usage::from_anthropic(reported);
     if present("input_tokens") {
@@ -174,12 +181,20 @@ pub fn translate_event(state: &mut StreamState, event: &SseEvent) -> Result<Vec<
         "content_block_start" => {
             let block = &data["content_block"];
             let idx = data["index"].as_u64().unwrap_or(0);
-            if block["type"] == "tool_use" && !state.tools.iter().any(|t| t.block == idx) {
-                let tool_index = state.tools.len() as u64;
+            let known = state.tools.iter().any(|t| t.block == idx);
+            if block["type"] == "tool_use" && !known && block["name"] == JSON_TOOL {
+                state.tools.push(ToolBlock {
+                    block: idx,
+                    json: true,
+                    ..ToolBlock::default()
+                });
+            } else if block["type"] == "tool_use" && !known {
+                let tool_index = state.tools.iter().filter(|t| !t.json).count() as u64;
                 state.tools.push(ToolBlock {
                     block: idx,
                     index: tool_index,
                     has_args: false,
+                    json: false,
                 });
                 out.push(state.chunk(
                     json!({"tool_calls": [{"index": tool_index, "id": block["id"], "type": "function",
@@ -203,12 +218,13 @@ pub fn translate_event(state: &mut StreamState, event: &SseEvent) -> Result<Vec<
                     let tool = state.tools.iter_mut().find(|t| t.block == idx);
                     if let Some(tool) = tool.filter(|_| !fragment.is_empty()) {
                         tool.has_args = true;
-                        let index = tool.index;
-                        out.push(state.chunk(
-                            json!({"tool_calls": [{"index": index,
-                                "function": {"arguments": fragment}}]}),
-                            Value::Null,
-                        ));
+                        let delta = if tool.json {
+                            json!({"content": fragment})
+                        } else {
+                            json!({"tool_calls": [{"index": tool.index,
+                                "function": {"arguments": fragment}}]})
+                        };
+                        out.push(state.chunk(delta, Value::Null));
                     }
                 }
                 _ => {}
@@ -223,7 +239,11 @@ pub fn translate_event(state: &mut StreamState, event: &SseEvent) -> Result<Vec<
             let mut u = state.usage.unwrap_or_default();
             update_usage(&mut u, &data["usage"]);
             state.usage = Some(u);
-            let finish = finish_reason(&data["delta"]["stop_reason"]);
+            let mut finish = finish_reason(&data["delta"]["stop_reason"]);
+            if finish == "tool_calls" && state.tools.iter().all(|t| t.json) {
+                // No tool call reached the client (the JSON answer is content): it is complete.
+                finish = json!("stop");
+            }
             state.finish = finish.as_str().map(str::to_string);
             out.push(state.chunk(json!({}), finish));
         }

@@ -1,4 +1,6 @@
-//! Built-in transform for OpenAI and every OpenAI-compatible provider (chat completions).
+//! Built-in transform for OpenAI and every OpenAI-compatible provider: chat completions
+//! (canonical form) and, in [`embeddings`], the embeddings API. Other client formats are never
+//! sent here by the host (the provider declares the formats it speaks) and are refused.
 //!
 //! Client and provider speak the same format, so the request is patched, not rebuilt: `model`
 //! becomes the routed upstream model and, for streams, `stream_options.include_usage` is turned
@@ -7,7 +9,7 @@
 //! An error object in the stream (`data: {"error": {...}}`, or an `event: error`) ends the
 //! stream with a [`Reject`] instead of being forwarded as a chunk.
 //!
-//! Property-based tests of all four stage calls are in `tests/fuzz.rs`
+//! Property-based tests of all four stage calls are in `tests/fuzz/`
 //! (`PROPTEST_CASES=100000 cargo test -p provider-openai fuzz` to run them longer).
 use serde::de::IgnoredAny;
 use serde::Deserialize;
@@ -17,16 +19,38 @@ use tollgate_plugin_sdk::{
     Transform, TransformCtx, UpstreamRequest,
 };
 
+pub mod embeddings;
+
 pub struct OpenAiProvider;
+
+/// What one call serves.
+enum Mode {
+    Chat,
+    Embeddings,
+}
+
+/// The mode for the client's format; any format but the two this provider speaks is refused.
+fn mode(format: ApiFormat) -> Result<Mode, Reject> {
+    let name = match format {
+        ApiFormat::OpenaiChat => return Ok(Mode::Chat),
+        ApiFormat::OpenaiEmbeddings => return Ok(Mode::Embeddings),
+        ApiFormat::OpenaiResponses => "openai-responses",
+        ApiFormat::AnthropicMessages => "anthropic-messages",
+        ApiFormat::Gemini => "gemini",
+    };
+    Err(Reject::bad_request(format!(
+        "{name} requests are not served by this provider"
+    )))
+}
 
 /// Stream state: the client asked for the usage chunk itself.
 const CLIENT_WANTS_USAGE: &[u8] = b"client-usage";
 
 /// The parts of a response or chunk the gateway reads; the rest is skipped, not built.
 #[derive(Deserialize)]
-struct UsageOnly<'a> {
+pub(crate) struct UsageOnly<'a> {
     #[serde(borrow)]
-    usage: Option<&'a RawValue>,
+    pub(crate) usage: Option<&'a RawValue>,
     /// Left unparsed: only looked into for a chunk that carries usage.
     #[serde(borrow)]
     choices: Option<&'a RawValue>,
@@ -37,7 +61,7 @@ struct UsageOnly<'a> {
 
 impl<'a> UsageOnly<'a> {
     /// Parses a JSON object (a derived struct would also take an array of its fields).
-    fn parse(text: &'a [u8]) -> Result<Self, String> {
+    pub(crate) fn parse(text: &'a [u8]) -> Result<Self, String> {
         let first = text
             .iter()
             .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
@@ -58,6 +82,30 @@ pub fn openai_error(message: &str, kind: &str, code: Option<&str>) -> Vec<u8> {
     serde_json::json!({"error": {"message": message, "type": kind, "param": null, "code": code}})
         .to_string()
         .into_bytes()
+}
+
+/// A non-2xx upstream answer: the status is kept; an OpenAI error body passes unchanged, any
+/// other body is wrapped in one so the client's SDK can read it.
+pub(crate) fn error_response(status: u16, body: Vec<u8>) -> ClientResponse {
+    let is_openai_error = serde_json::from_slice::<Value>(&body)
+        .map(|v| v.get("error").is_some_and(Value::is_object))
+        .unwrap_or(false);
+    let body = if is_openai_error {
+        body
+    } else {
+        let text = String::from_utf8_lossy(&body);
+        openai_error(
+            &format!("upstream error: {}", text.trim()),
+            "upstream_error",
+            None,
+        )
+    };
+    ClientResponse {
+        status,
+        headers: vec![http::json_content_type()],
+        body,
+        usage: None,
+    }
 }
 
 /// Longest provider text quoted in a stream error that carries no message.
@@ -110,10 +158,8 @@ pub fn stream_error(error: &Value, raw: &str) -> Reject {
 
 impl Transform for OpenAiProvider {
     fn transform_request(ctx: TransformCtx, body: Vec<u8>) -> Result<UpstreamRequest, Reject> {
-        if ctx.client_format != ApiFormat::OpenaiChat {
-            return Err(Reject::bad_request(
-                "this provider accepts OpenAI chat completions requests only",
-            ));
+        if let Mode::Embeddings = mode(ctx.client_format)? {
+            return embeddings::request(&ctx, &body);
         }
         let top = json::TopLevel::parse(&body).map_err(Reject::bad_request)?;
         let model = json::string_literal(&ctx.upstream_model);
@@ -155,32 +201,16 @@ impl Transform for OpenAiProvider {
     }
 
     fn transform_response(
-        _ctx: TransformCtx,
+        ctx: TransformCtx,
         status: u16,
         body: Vec<u8>,
     ) -> Result<ClientResponse, Reject> {
+        if let Mode::Embeddings = mode(ctx.client_format)? {
+            return embeddings::response(status, body);
+        }
         let headers = vec![http::json_content_type()];
         if !(200..300).contains(&status) {
-            // Upstream errors keep their status; a body that is not an OpenAI error is wrapped.
-            let is_openai_error = serde_json::from_slice::<Value>(&body)
-                .map(|v| v.get("error").is_some_and(Value::is_object))
-                .unwrap_or(false);
-            let body = if is_openai_error {
-                body
-            } else {
-                let text = String::from_utf8_lossy(&body);
-                openai_error(
-                    &format!("upstream error: {}", text.trim()),
-                    "upstream_error",
-                    None,
-                )
-            };
-            return Ok(ClientResponse {
-                status,
-                headers,
-                body,
-                usage: None,
-            });
+            return Ok(error_response(status, body));
         }
         let parsed = UsageOnly::parse(&body)
             .map_err(|e| Reject::bad_upstream(format!("upstream sent invalid JSON: {e}")))?;
@@ -193,10 +223,13 @@ impl Transform for OpenAiProvider {
     }
 
     fn transform_event(
-        _ctx: TransformCtx,
+        ctx: TransformCtx,
         state: Vec<u8>,
         event: SseEvent,
     ) -> Result<StreamOutput, Reject> {
+        if let Mode::Embeddings = mode(ctx.client_format)? {
+            return Err(embeddings::not_streamed());
+        }
         let named_error = event.event.as_deref() == Some("error");
         if event.data.trim() == "[DONE]" && !named_error {
             return Ok(StreamOutput::events(vec![event], state));
@@ -245,7 +278,10 @@ impl Transform for OpenAiProvider {
         })
     }
 
-    fn end_of_stream(_ctx: TransformCtx, state: Vec<u8>) -> Result<StreamOutput, Reject> {
+    fn end_of_stream(ctx: TransformCtx, state: Vec<u8>) -> Result<StreamOutput, Reject> {
+        if let Mode::Embeddings = mode(ctx.client_format)? {
+            return Err(embeddings::not_streamed());
+        }
         Ok(StreamOutput::events(Vec::new(), state))
     }
 }
@@ -389,5 +425,35 @@ mod tests {
             .as_str()
             .unwrap()
             .contains("overloaded"));
+    }
+
+    #[test]
+    fn formats_this_provider_does_not_speak_are_400s() {
+        for format in [
+            ApiFormat::AnthropicMessages,
+            ApiFormat::OpenaiResponses,
+            ApiFormat::Gemini,
+        ] {
+            let c = || TransformCtx {
+                client_format: format,
+                ..ctx(false)
+            };
+            let err = OpenAiProvider::transform_request(c(), b"{}".to_vec()).unwrap_err();
+            assert_eq!(err.status, 400);
+            assert!(
+                err.message.contains("not served by this provider"),
+                "{err:?}"
+            );
+            let err = OpenAiProvider::transform_response(c(), 200, b"{}".to_vec()).unwrap_err();
+            assert_eq!(err.status, 400);
+            let err = OpenAiProvider::transform_event(c(), vec![], SseEvent::data("{}"));
+            assert_eq!(err.unwrap_err().status, 400);
+            assert_eq!(
+                OpenAiProvider::end_of_stream(c(), vec![])
+                    .unwrap_err()
+                    .status,
+                400
+            );
+        }
     }
 }

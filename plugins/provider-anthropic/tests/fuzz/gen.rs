@@ -36,6 +36,15 @@ const KEYS: &[&str] = &[
     "input",
     "stream_options",
     "include_usage",
+    "cache_control",
+    "response_format",
+    "json_schema",
+    "schema",
+    "strict",
+    "thinking",
+    "signature",
+    "system",
+    "stream",
 ];
 
 /// Values of `type` fields and roles that mean something to the translation.
@@ -62,6 +71,10 @@ const WORDS: &[&str] = &[
     "data:image/png;base64,AAAA",
     "https://example.com/a.png",
     "[DONE]",
+    "json_object",
+    "json_schema",
+    "ephemeral",
+    "tollgate_json_response",
 ];
 
 pub fn arb_string() -> BoxedStrategy<String> {
@@ -117,6 +130,27 @@ pub fn arb_object() -> BoxedStrategy<Map<String, Value>> {
 
 // ---- OpenAI chat requests ----------------------------------------------------------------
 
+/// A prompt-caching mark, sometimes: valid ones are what Anthropic accepts, the others
+/// anything.
+fn mark(valid: bool) -> BoxedStrategy<Option<Value>> {
+    let good = prop_oneof![
+        Just(json!({"type": "ephemeral"})),
+        Just(json!({"type": "ephemeral", "ttl": "1h"})),
+    ];
+    if valid {
+        return proptest::option::weighted(0.25, good).boxed();
+    }
+    proptest::option::weighted(0.3, prop_oneof![2 => good, 1 => arb_json()]).boxed()
+}
+
+/// `object` with `cache_control` set when `mark` is one.
+fn marked(mut object: Value, mark: Option<Value>) -> Value {
+    if let (Some(o), Some(m)) = (object.as_object_mut(), mark) {
+        o.insert("cache_control".into(), m);
+    }
+    object
+}
+
 fn image_url(valid: bool) -> BoxedStrategy<Value> {
     let good = prop_oneof![
         ("image/(png|jpeg|gif|webp)", "[A-Za-z0-9+/]{0,40}={0,2}")
@@ -140,6 +174,7 @@ fn content_part(valid: bool) -> BoxedStrategy<Value> {
         3 => arb_string().prop_map(|t| json!({"type": "text", "text": t})),
         1 => image_url(true).prop_map(|u| json!({"type": "image_url", "image_url": {"url": u}})),
     ];
+    let good = (good, mark(valid)).prop_map(|(part, m)| marked(part, m));
     if valid {
         return good.boxed();
     }
@@ -202,6 +237,7 @@ fn chat_message(valid: bool) -> BoxedStrategy<Value> {
         ("call_[a-z0-9]{1,8}", content(valid))
             .prop_map(|(id, c)| json!({"role": "tool", "tool_call_id": id, "content": c})),
     ];
+    let good = (good, mark(valid)).prop_map(|(message, m)| marked(message, m));
     if valid {
         return good.boxed();
     }
@@ -213,17 +249,57 @@ fn chat_message(valid: bool) -> BoxedStrategy<Value> {
     .boxed()
 }
 
-fn tool_def() -> BoxedStrategy<Value> {
+fn tool_def(valid: bool) -> BoxedStrategy<Value> {
     (
         "[a-z_]{1,10}",
         proptest::option::of(arb_string()),
         proptest::option::of(arb_object()),
+        mark(valid),
+        any::<bool>(),
     )
-        .prop_map(|(name, description, parameters)| {
-            json!({"type": "function", "function": {"name": name, "description": description,
-                "parameters": parameters}})
+        .prop_map(|(name, description, parameters, m, on_tool)| {
+            let function = json!({"name": name, "description": description,
+                "parameters": parameters});
+            // OpenRouter marks the tool, others the function.
+            if on_tool {
+                marked(json!({"type": "function", "function": function}), m)
+            } else {
+                json!({"type": "function", "function": marked(function, m)})
+            }
         })
         .boxed()
+}
+
+/// A `response_format`: valid ones as OpenAI documents them, the others anything.
+fn response_format(valid: bool) -> BoxedStrategy<Value> {
+    let good = prop_oneof![
+        Just(json!({"type": "text"})),
+        Just(json!({"type": "json_object"})),
+        (
+            "[a-z_]{1,10}",
+            proptest::option::of(arb_object()),
+            proptest::option::of(any::<bool>())
+        )
+            .prop_map(|(name, schema, strict)| {
+                let mut spec = json!({"name": name});
+                if let Some(schema) = schema {
+                    spec["schema"] = json!({"type": "object", "properties": schema});
+                }
+                if let Some(strict) = strict {
+                    spec["strict"] = json!(strict);
+                }
+                json!({"type": "json_schema", "json_schema": spec})
+            }),
+    ];
+    if valid {
+        return good.boxed();
+    }
+    prop_oneof![
+        3 => good,
+        1 => arb_json().prop_map(|spec| json!({"type": "json_schema", "json_schema": spec})),
+        1 => arb_json(),
+    ]
+    .boxed()
 }
 
 /// An OpenAI chat completions request. `valid` requests use only what the translation
@@ -241,7 +317,7 @@ pub fn chat_request(valid: bool) -> BoxedStrategy<Value> {
     ];
     (
         vec(chat_message(valid), 0..8),
-        vec(tool_def(), 0..3),
+        vec(tool_def(valid), 0..3),
         optional(tool_choice.boxed()),
         optional(arb_count()),
         optional(arb_count()),
@@ -252,10 +328,11 @@ pub fn chat_request(valid: bool) -> BoxedStrategy<Value> {
                 .boxed(),
         ),
         optional(arb_json()),
+        optional(response_format(valid)),
         arb_object(),
     )
         .prop_map(
-            |(
+            move |(
                 messages,
                 tools,
                 tool_choice,
@@ -264,9 +341,14 @@ pub fn chat_request(valid: bool) -> BoxedStrategy<Value> {
                 stop,
                 opts,
                 user,
+                format,
                 extra,
             )| {
                 let mut req = extra;
+                if valid {
+                    // A random one would not be valid.
+                    req.remove("response_format");
+                }
                 req.insert("model".into(), json!("gpt-ish"));
                 req.insert("messages".into(), Value::Array(messages));
                 if !tools.is_empty() {
@@ -279,6 +361,7 @@ pub fn chat_request(valid: bool) -> BoxedStrategy<Value> {
                     ("stop", stop),
                     ("stream_options", opts),
                     ("user", user),
+                    ("response_format", format),
                 ];
                 for (key, value) in fields {
                     if let Some(v) = value {

@@ -3,7 +3,9 @@
 //! A few hundred cases per property by default, so `cargo test` stays quick; run longer by hand:
 //! `PROPTEST_CASES=100000 cargo test -p provider-anthropic fuzz`. Every property's name starts
 //! with `fuzz_` so that filter selects exactly these.
+mod checks;
 mod gen;
+mod passthrough;
 mod streams;
 
 use gen::{arb_count, arb_json, chat_request};
@@ -228,6 +230,7 @@ fn check_translated(body: &[u8], stream: bool) -> Result<Value, TestCaseError> {
     prop_assert_eq!(&out["model"], "claude-up");
     prop_assert!(out["max_tokens"].is_u64());
     prop_assert_eq!(out.get("stream").is_some(), stream);
+    checks::check_extras(&out)?;
     let messages = out["messages"].as_array().expect("messages");
     for pair in messages.windows(2) {
         prop_assert_ne!(&pair[0]["role"], &pair[1]["role"], "roles alternate");
@@ -309,6 +312,7 @@ proptest! {
             .flat_map(|m| m["content"].as_array().into_iter().flatten())
             .filter(|p| p["type"] == "image_url").count();
         prop_assert_eq!(blocks("image"), images);
+        checks::check_mapping(&req, &out)?;
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::select;
+use provider_anthropic::JSON_TOOL;
 use tollgate_plugin_sdk::serde_json::{json, Map, Value};
 use tollgate_plugin_sdk::SseEvent;
 
@@ -62,7 +63,8 @@ fn block() -> BoxedStrategy<Block> {
         (any::<String>(), splits()).prop_map(|(text, splits)| Block::Text { text, splits }),
         (
             "toolu_[a-z0-9]{1,8}",
-            "[a-z_]{1,10}",
+            // Sometimes the forced JSON tool of `response_format`, which streams as content.
+            prop_oneof![4 => "[a-z_]{1,10}", 1 => Just(JSON_TOOL.to_string())],
             arb_object(),
             splits(),
             0u8..3

@@ -2,7 +2,10 @@
 //!
 //! A few hundred cases per property by default, so `cargo test` stays quick; run longer by hand:
 //! `PROPTEST_CASES=100000 cargo test -p provider-openai fuzz`. Every property's name starts with
-//! `fuzz_` so that filter selects exactly these.
+//! `fuzz_` so that filter selects exactly these. Chat (canonical) is here; embeddings and the
+//! refused formats are in `formats.rs`.
+mod formats;
+
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::select;
@@ -54,9 +57,14 @@ const KEYS: &[&str] = &[
     "role",
     "messages",
     "tools",
+    "input",
+    "encoding_format",
+    "dimensions",
+    "data",
+    "embedding",
 ];
 
-fn arb_string() -> BoxedStrategy<String> {
+pub(crate) fn arb_string() -> BoxedStrategy<String> {
     prop_oneof![
         3 => "[a-z_ ]{0,12}",
         2 => any::<String>(),
@@ -67,7 +75,7 @@ fn arb_string() -> BoxedStrategy<String> {
 }
 
 /// A token count as a provider might (mis)report it.
-fn arb_count() -> BoxedStrategy<Value> {
+pub(crate) fn arb_count() -> BoxedStrategy<Value> {
     prop_oneof![
         4 => (0u64..100_000).prop_map(|n| json!(n)),
         1 => Just(json!(u64::MAX)),
@@ -79,7 +87,7 @@ fn arb_count() -> BoxedStrategy<Value> {
     .boxed()
 }
 
-fn arb_json() -> BoxedStrategy<Value> {
+pub(crate) fn arb_json() -> BoxedStrategy<Value> {
     let leaf = prop_oneof![
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
@@ -162,7 +170,7 @@ fn chat_request() -> BoxedStrategy<Value> {
 }
 
 /// A stream chunk: content, tool call, usage-only, error, `[DONE]`, or anything.
-fn chunk() -> BoxedStrategy<SseEvent> {
+pub(crate) fn chunk() -> BoxedStrategy<SseEvent> {
     let usage = (arb_count(), arb_count(), arb_count()).prop_map(|(p, c, cached)| {
         json!({"prompt_tokens": p, "completion_tokens": c,
             "prompt_tokens_details": {"cached_tokens": cached}})

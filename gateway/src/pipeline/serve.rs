@@ -1,0 +1,473 @@
+//! Every client API's stages in order, shared by the four routes:
+//!
+//! ```text
+//! read body ─► auth ─► parse for its API (call.rs) ─► routing ─► billing.authorize
+//!   ─► attempts (attempts.rs): transform.request ─► upstream ─► complete.rs | stream.rs
+//!      (through an adapter, adapt.rs, when the provider does not speak the client's API)
+//!   ─► settle.rs: billing.settle ─► logging ─► usage writer
+//! ```
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use pingora_proxy::Session;
+
+use super::adapt::{estimate_input, mode, Adapting, Mode};
+use super::attempts::{failure_error, run_attempts, AttemptRunner, Attempts, Tried};
+use super::call::{self, Call};
+use super::client::SessionSink;
+use super::context::Request;
+use super::events::PluginEvents;
+use super::outcome::{Outcome, CLIENT_GONE};
+use super::stream::relay;
+use super::upstream::AttemptFailure;
+use crate::api_error::{ApiError, ApiFormat};
+use crate::catalog;
+use crate::config::ModelKind;
+use crate::plugins::bindings::{Attempt, Candidate, Principal, TransformCtx};
+use crate::plugins::Stage;
+
+/// Parses a body for its API (the call's history, for Responses, is loaded here too).
+pub(super) enum Parse {
+    Chat,
+    Messages,
+    Responses,
+    Embeddings,
+}
+
+impl Request<'_> {
+    /// Serves one call on the API `parse` names: the five stages, one usage record.
+    pub(super) async fn serve(&self, session: &mut Session, parse: Parse) {
+        if let Err(e) = self.require_json(session) {
+            return self.respond_error(session, &e, "").await;
+        }
+        let body = match self.read_body(session).await {
+            Ok(b) => b,
+            Err(e) => return self.respond_error(session, &e, "").await,
+        };
+        let who = match self.authenticate(session).await {
+            Ok(w) => w,
+            Err(e) => return self.respond_error(session, &e, "").await,
+        };
+        let call = match self.parse(session, parse, body.clone(), &who).await {
+            Ok(c) => c,
+            Err(e) => {
+                let summary = call::unparsed(self.format, &body);
+                self.record_failure(&who, &summary, e.status, Vec::new())
+                    .await;
+                return self.respond_error(session, &e, "").await;
+            }
+        };
+        if let Err(e) = self.run(session, &who, &call).await {
+            // Refused or failed after authentication (routing, billing, a plugin): still one
+            // usage record, so every authenticated request is accounted for.
+            self.record_failure(&who, &call.summary, e.status, Vec::new())
+                .await;
+            self.respond_error(session, &e, &call.summary.model).await;
+        }
+    }
+
+    async fn parse(
+        &self,
+        session: &Session,
+        parse: Parse,
+        body: Bytes,
+        who: &Principal,
+    ) -> Result<Call, ApiError> {
+        let limits = &self.state.config.validation;
+        let call = match parse {
+            Parse::Chat => call::chat(body, limits)?,
+            Parse::Embeddings => call::embeddings(body, limits)?,
+            Parse::Messages => call::messages(
+                body,
+                session.req_header(),
+                format!("msg_{}", &self.id[4..]),
+                limits,
+            )?,
+            Parse::Responses => {
+                let call = call::responses(body, self.response_meta(), limits)?;
+                let history = self.history(&call, who).await?;
+                call.with_history(history)?
+            }
+        };
+        self.check_kind(&call)?;
+        Ok(call)
+    }
+
+    /// A model used on the wrong API (an embedding model for chat, or the reverse) is refused
+    /// before routing.
+    fn check_kind(&self, call: &Call) -> Result<(), ApiError> {
+        let Some(info) = self.state.config.model_info.get(&call.summary.model) else {
+            return Ok(()); // unknown: routing says so
+        };
+        let model = &call.summary.model;
+        match (call.wants(), info.kind) {
+            (ModelKind::Embedding, ModelKind::Chat) => Err(ApiError::bad_request(format!(
+                "The model '{model}' is not an embedding model: use it with chat completions, Messages or Responses."
+            ))
+            .with_param("model")),
+            (ModelKind::Chat, ModelKind::Embedding) => Err(ApiError::bad_request(format!(
+                "The model '{model}' is an embedding model: use it with /v1/embeddings."
+            ))
+            .with_param("model")),
+            _ => Ok(()),
+        }
+    }
+
+    /// The routes the catalog offers for the call's model, as the routing stage sees them
+    /// (only providers that can serve the call's API).
+    fn candidates(&self, call: &Call) -> Vec<Candidate> {
+        let state = self.state;
+        state
+            .config
+            .models
+            .get(&call.summary.model)
+            .into_iter()
+            .flatten()
+            .filter_map(|route| {
+                let provider = state.config.providers.get(&route.provider)?;
+                mode(call, provider)?;
+                Some(Candidate {
+                    provider: route.provider.clone(),
+                    upstream_model: route.upstream_model.clone(),
+                    price: route.price.into(),
+                    healthy: state.upstreams.health.healthy(&route.provider),
+                    zero_retention: provider.zero_retention,
+                    latency_ms: state.upstreams.health.latency_ms(&route.provider),
+                })
+            })
+            .collect()
+    }
+
+    /// Routing, then billing.authorize for the first route: the attempts to make.
+    async fn route_and_authorize(
+        &self,
+        who: &Principal,
+        call: &Call,
+    ) -> Result<Vec<Attempt>, ApiError> {
+        let state = self.state;
+        let summary = &call.summary;
+        let candidates = self.candidates(call);
+        let routing = self.plugin(&state.config.routing_plugin, Stage::Routing)?;
+        let attempts = self.stage_result(self.timed(Stage::Routing, || {
+            routing.route(&self.id, who, summary, &candidates)
+        }))?;
+        let Some(first) = attempts.first() else {
+            return Err(ApiError::new(
+                404,
+                "model_not_found",
+                format!(
+                    "The model '{}' does not exist or you do not have access to it.",
+                    summary.model
+                ),
+            ));
+        };
+        state
+            .services
+            .prefetch_balance(&who.org_id)
+            .await
+            .map_err(|e| ApiError::internal(format!("balance lookup failed: {e}")))?;
+        let billing = self.plugin(&state.config.billing_plugin, Stage::Billing)?;
+        let price = catalog::route_price(
+            &state.config,
+            &summary.model,
+            &first.provider,
+            &first.upstream_model,
+        );
+        self.stage_result(self.timed(Stage::Billing, || {
+            billing.authorize(&self.id, who, summary, &first.provider, price)
+        }))?;
+        Ok(attempts)
+    }
+
+    /// Routes, authorizes and runs the attempts. Everything it answers itself is recorded;
+    /// an `Err` is a refusal before any attempt, not yet recorded or answered.
+    async fn run(
+        &self,
+        session: &mut Session,
+        who: &Principal,
+        call: &Call,
+    ) -> Result<(), ApiError> {
+        let state = self.state;
+        let summary = &call.summary;
+        let attempts = self.route_and_authorize(who, call).await?;
+        let mut runner = CallAttempt {
+            req: self,
+            session: &mut *session,
+            call,
+            finished: None,
+        };
+        let result = run_attempts(&attempts, &mut runner).await?;
+        let finished = runner.finished.take();
+        match result {
+            Attempts::Answered {
+                index,
+                answer,
+                records,
+            } => {
+                let attempt = &attempts[index];
+                let mut usage = answer.usage;
+                if answer.estimated {
+                    usage.input = usage.input.max(estimate_input_off_path(call).await);
+                }
+                let outcome = Outcome {
+                    status: answer.status,
+                    provider: attempt.provider.clone(),
+                    price: catalog::route_price(
+                        &state.config,
+                        &summary.model,
+                        &attempt.provider,
+                        &attempt.upstream_model,
+                    ),
+                    usage,
+                    charge: answer.charge,
+                    estimated: answer.estimated,
+                };
+                if answer.status < 300 {
+                    if let Some(finished) = finished {
+                        self.keep_response(who, call, finished).await;
+                    }
+                }
+                self.settle_and_log(who, summary, outcome, records).await;
+            }
+            Attempts::AllFailed { last, records } => {
+                // Every attempt failed before the client got a byte: tell it what the last
+                // provider said, in its format.
+                if let Some((index, AttemptFailure::Status(status, body))) = &last {
+                    if let Some(translated) =
+                        self.translate_error(call, &attempts[*index], *status, body)
+                    {
+                        self.state
+                            .metrics
+                            .request(*status, self.model_label(&summary.model));
+                        let delivered = self
+                            .respond(session, *status, "application/json", translated)
+                            .await;
+                        let status = if delivered { *status } else { CLIENT_GONE };
+                        self.record_failure(who, summary, status, records).await;
+                        return Ok(());
+                    }
+                }
+                let error = failure_error(last.as_ref().map(|(_, f)| f));
+                self.record_failure(who, summary, error.status, records)
+                    .await;
+                self.respond_error(session, &error, &summary.model).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// A provider's error answer in the client's format (through its transform plugin, then
+    /// the adapter when the provider does not speak the client's API).
+    fn translate_error(
+        &self,
+        call: &Call,
+        attempt: &Attempt,
+        status: u16,
+        body: &[u8],
+    ) -> Option<Vec<u8>> {
+        let provider = self.state.upstreams.provider(&attempt.provider)?;
+        let config = self.state.config.providers.get(&attempt.provider)?;
+        let how = mode(call, config)?;
+        let transform = self
+            .state
+            .registry
+            .get_stage(&provider.transform, Stage::Transform)
+            .ok()?;
+        let ctx = TransformCtx {
+            request_id: self.id.clone(),
+            client_format: transform_format(call, how),
+            upstream_model: attempt.upstream_model.clone(),
+            stream: false,
+        };
+        let resp = transform
+            .transform_response(&self.id, &ctx, status, body)
+            .ok()?
+            .ok()?;
+        match how {
+            Mode::Native => Some(resp.body),
+            Mode::Adapted => Adapting::new(call).complete(status, &resp.body, None).ok(),
+        }
+    }
+}
+
+/// Estimates input tokens on the blocking pool: the tokenizer over a large body is CPU work
+/// that must not hold a proxy worker.
+async fn estimate_input_off_path(call: &Call) -> u64 {
+    let canonical = call.canonical_body().to_vec();
+    let format = call.format;
+    let est = tokio::task::spawn_blocking(move || {
+        let probe = Call {
+            format,
+            summary: call::unparsed(format, &[]),
+            body: Bytes::new(),
+            canonical: Some(canonical),
+            forward_headers: Vec::new(),
+            message_id: String::new(),
+            responses: None,
+        };
+        estimate_input(&probe)
+    })
+    .await;
+    est.unwrap_or(0)
+}
+
+/// The client format a transform plugin is told: the call's own when the provider speaks it,
+/// canonical chat otherwise.
+fn transform_format(call: &Call, how: Mode) -> ApiFormat {
+    match how {
+        Mode::Native => call.format,
+        Mode::Adapted => ApiFormat::OpenaiChat,
+    }
+}
+
+/// One attempt against a provider: transform.request, the upstream call, the answer.
+struct CallAttempt<'r, 'a, 's> {
+    req: &'r Request<'a>,
+    session: &'s mut Session,
+    call: &'r Call,
+    /// The Responses object of the attempt that answered.
+    finished: Option<tollgate_formats::responses::Finished>,
+}
+
+impl AttemptRunner for CallAttempt<'_, '_, '_> {
+    async fn try_once(&mut self, attempt: &Attempt) -> Result<Tried, ApiError> {
+        let req = self.req;
+        let state = req.state;
+        let call = self.call;
+        let (Some(provider), Some(config)) = (
+            state.upstreams.provider(&attempt.provider),
+            state.config.providers.get(&attempt.provider),
+        ) else {
+            return Ok(Tried::Skipped);
+        };
+        let Some(how) = mode(call, config) else {
+            return Ok(Tried::Skipped);
+        };
+        let stream = call.summary.stream;
+        let transform = req.plugin(&provider.transform, Stage::Transform)?;
+        let ctx = TransformCtx {
+            request_id: req.id.clone(),
+            client_format: transform_format(call, how),
+            upstream_model: attempt.upstream_model.clone(),
+            stream,
+        };
+        let body: &[u8] = match how {
+            Mode::Native => &call.body,
+            Mode::Adapted => call.canonical_body(),
+        };
+        // A refusal here means the request itself is bad for this provider: not something
+        // another provider fixes, so it goes straight to the client.
+        let mut upstream_request = req.stage_result(req.timed(Stage::Transform, || {
+            transform.transform_request(&req.id, &ctx, body)
+        }))?;
+        if how == Mode::Native {
+            // A same-format provider gets the client's version and beta headers verbatim.
+            for (name, _) in &call.forward_headers {
+                upstream_request
+                    .headers
+                    .retain(|(k, _)| !k.eq_ignore_ascii_case(name));
+            }
+            for (name, value) in &call.forward_headers {
+                upstream_request.headers.push((name.clone(), value.clone()));
+            }
+        }
+        let stream_state = upstream_request.stream_state.clone();
+        let total = if attempt.timeout_ms > 0 {
+            Duration::from_millis(u64::from(attempt.timeout_ms))
+        } else {
+            state.upstreams.limits.total
+        };
+        let sent = Instant::now();
+        let result = state
+            .upstreams
+            .send(provider, upstream_request, stream, total)
+            .await;
+        let latency = sent.elapsed();
+        let mut adapting = (how == Mode::Adapted).then(|| Adapting::new(call));
+        // What the attempt produced: an answer (the client got it, or an error after its first
+        // byte), or a failure before any byte reached the client.
+        let (status, produced) = match result {
+            Ok(mut response) => {
+                let status = response.status;
+                let produced = if stream && response.is_event_stream && response.status < 300 {
+                    let mut sink = SessionSink {
+                        session: &mut *self.session,
+                        request_id: &req.id,
+                        format: req.format,
+                    };
+                    let events = PluginEvents::new(req, &transform, &ctx, stream_state);
+                    let relayed = match adapting.as_ref() {
+                        Some(a) => {
+                            let mut adapted = a.events(events);
+                            let r = relay(&mut sink, &mut response, &mut adapted).await;
+                            self.finished = adapted.finished.take();
+                            r
+                        }
+                        None => {
+                            let mut events = events;
+                            relay(&mut sink, &mut response, &mut events).await
+                        }
+                    };
+                    match relayed {
+                        Ok(relayed) => {
+                            if relayed.upstream_done {
+                                state.upstreams.release(response).await;
+                            }
+                            Ok(relayed.answer)
+                        }
+                        Err(f) => Err(f),
+                    }
+                } else {
+                    let answer = req
+                        .complete_response(
+                            self.session,
+                            &transform,
+                            &ctx,
+                            response,
+                            adapting.as_mut(),
+                        )
+                        .await;
+                    if let Some(a) = adapting.as_mut() {
+                        self.finished = a.finished.take();
+                    }
+                    answer
+                };
+                (status, produced)
+            }
+            Err(failure) => {
+                let status = match &failure {
+                    AttemptFailure::Status(s, _) => *s,
+                    _ => 0,
+                };
+                (status, Err(failure))
+            }
+        };
+        Ok(match produced {
+            Ok(answer) => {
+                state.metrics.upstream(&provider.name, "ok", latency);
+                state.upstreams.health.record(&provider.name, true, latency);
+                Tried::Answered {
+                    status,
+                    answer,
+                    latency,
+                }
+            }
+            Err(failure) => {
+                state
+                    .upstreams
+                    .health
+                    .record(&provider.name, false, latency);
+                state
+                    .metrics
+                    .upstream(&provider.name, failure.class(), latency);
+                tracing::warn!(provider = %provider.name, error = failure.class(), "upstream attempt failed");
+                Tried::Failed {
+                    status,
+                    failure,
+                    latency,
+                }
+            }
+        })
+    }
+}
