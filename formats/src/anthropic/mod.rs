@@ -16,13 +16,17 @@
 //! answer (a stream passes the model's text through as `input_json_delta`); `stop` with tool
 //! calls present reports `tool_use`, since Anthropic clients loop on that stop reason.
 
+mod blocks;
+mod canonical;
+mod fields;
 mod request;
 mod response;
 mod stream;
 #[cfg(test)]
 mod tests;
 
-pub use request::{parse_request, to_canonical, MessagesRequest};
+pub use canonical::to_canonical;
+pub use request::{parse_request, MessagesRequest};
 pub use response::{error_from_canonical, response_from_canonical, stream_error_event};
 pub use stream::StreamAdapter;
 

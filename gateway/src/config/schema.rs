@@ -1,0 +1,142 @@
+//! The TOML schema users write: every field optional (the built-in defaults fill the gaps),
+//! unknown fields refused. Checked into the internal [`super::Config`] by `load.rs`.
+
+use super::*;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct File {
+    pub server: Server,
+    pub database: Database,
+    pub plugins: Plugins,
+    pub stages: Stages,
+    pub limits: Limits,
+    pub providers: BTreeMap<String, Provider>,
+    pub models: Vec<Model>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Server {
+    pub listen: Option<String>,
+    pub admin_listen: Option<String>,
+    pub admin_token_env: Option<String>,
+    pub threads: Option<usize>,
+    pub grace_period_seconds: Option<u64>,
+    pub data_dir: Option<PathBuf>,
+    pub key_secret_env: Option<String>,
+    pub metrics_require_token: Option<bool>,
+    pub header_timeout_ms: Option<u64>,
+    pub keepalive_timeout_ms: Option<u64>,
+    pub client_write_timeout_ms: Option<u64>,
+    pub max_connections: Option<usize>,
+    pub max_connections_per_ip: Option<usize>,
+    pub max_header_bytes: Option<usize>,
+    pub max_headers: Option<usize>,
+    pub max_requests_per_connection: Option<u32>,
+    /// How long Responses API conversation state is kept (0 = never stored).
+    pub responses_ttl_seconds: Option<u64>,
+    /// How often expired Responses state is deleted.
+    pub responses_purge_interval_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Database {
+    pub url: Option<String>,
+    pub usage_batch: Option<usize>,
+    pub usage_flush_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Plugins {
+    pub dir: Option<PathBuf>,
+    pub cache_dir: Option<PathBuf>,
+    pub watch: Option<bool>,
+    pub defaults: PluginLimits,
+    pub settings: BTreeMap<String, PluginLimits>,
+}
+
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginLimits {
+    pub deadline_ms: Option<u64>,
+    pub memory_limit_mb: Option<u64>,
+    pub max_output_mb: Option<u64>,
+    pub instance_mode: Option<InstanceMode>,
+    pub max_calls_per_instance: Option<u64>,
+    pub pool_size: Option<usize>,
+    pub config: Option<toml::Value>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Stages {
+    pub auth: Option<String>,
+    pub routing: Option<String>,
+    pub billing: Option<String>,
+    pub logging: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    pub max_body_bytes: Option<usize>,
+    pub connect_timeout_ms: Option<u64>,
+    pub first_byte_timeout_ms: Option<u64>,
+    pub stall_timeout_ms: Option<u64>,
+    pub upstream_timeout_ms: Option<u64>,
+    pub body_timeout_ms: Option<u64>,
+    pub max_upstream_body_bytes: Option<usize>,
+    pub max_n: Option<u32>,
+    pub max_output_tokens: Option<u64>,
+    pub max_json_depth: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Provider {
+    pub base_url: String,
+    pub api_key_env: Option<String>,
+    pub transform: String,
+    #[serde(default)]
+    pub auth: Option<String>,
+    #[serde(default)]
+    pub zero_retention: bool,
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Client APIs the provider serves natively (pass-through), besides canonical chat.
+    #[serde(default)]
+    pub formats: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Model {
+    pub name: String,
+    pub routes: Vec<Route>,
+    /// `chat` (default) or `embedding`.
+    pub kind: Option<String>,
+    pub context_length: Option<u64>,
+    pub input_modalities: Option<Vec<String>>,
+    pub output_modalities: Option<Vec<String>>,
+    pub supported_parameters: Option<Vec<String>>,
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    pub provider: String,
+    pub model: Option<String>,
+    /// USD per million tokens.
+    #[serde(default)]
+    pub input_per_mtok: f64,
+    #[serde(default)]
+    pub output_per_mtok: f64,
+    #[serde(default)]
+    pub cache_read_per_mtok: Option<f64>,
+    #[serde(default)]
+    pub cache_write_per_mtok: Option<f64>,
+}

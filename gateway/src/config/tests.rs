@@ -1,0 +1,46 @@
+//! Tests of config loading and checking.
+
+use super::*;
+
+#[test]
+fn defaults_parse_and_are_consistent() {
+    let c = Config::load(None).unwrap();
+    assert_eq!(c.listen, "127.0.0.1:8080");
+    assert!(c.providers.contains_key("openai") && c.providers.contains_key("anthropic"));
+    assert!(!c.models.is_empty());
+    let anthropic = &c.providers["anthropic"];
+    assert_eq!(
+        (anthropic.auth, anthropic.port, anthropic.scheme_https),
+        (ProviderAuth::XApiKey, 443, true)
+    );
+}
+
+#[test]
+fn file_overrides_and_errors_name_the_field() {
+    let c = Config::from_toml(
+        r#"
+        [server]
+        listen = "127.0.0.1:1"
+        [providers.mock]
+        base_url = "http://127.0.0.1:9999/v1x"
+        transform = "provider-openai"
+        [[models]]
+        name = "m"
+        routes = [{ provider = "mock", model = "up", input_per_mtok = 1.5, output_per_mtok = 2 }]
+        "#,
+    )
+    .unwrap();
+    assert_eq!(c.listen, "127.0.0.1:1");
+    assert_eq!(c.providers["mock"].base_path, "/v1x");
+    assert_eq!(c.models["m"][0].price.input, 1_500_000);
+    let err = Config::from_toml("[server]\nlisten_typo = 1").unwrap_err();
+    assert!(format!("{err:#}").contains("listen_typo"), "{err:#}");
+    let err = Config::from_toml(
+        "[providers.x]\nbase_url='ftp://a'\ntransform='t'\n[[models]]\nname='m'\nroutes=[]",
+    )
+    .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("providers.x.base_url"),
+        "{err:#}"
+    );
+}

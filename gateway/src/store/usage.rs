@@ -1,0 +1,205 @@
+//! Usage records and their charges: the event type, the batched insert (event and ledger charge
+//! in one transaction, exactly once per request id) and the reads.
+
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use super::{db, now_ms, DbKind, Result, Store};
+
+/// One finished request, as stored (metadata only).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct UsageEvent {
+    pub request_id: String,
+    pub org_id: String,
+    pub key_id: String,
+    pub model: String,
+    pub provider: String,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cache_read_tokens: i64,
+    pub cache_write_tokens: i64,
+    pub reasoning_tokens: i64,
+    pub cost_micros: i64,
+    pub latency_ms: i64,
+    pub status: i64,
+    pub stream: bool,
+    /// JSON array of attempts: provider, model, status, error, latency.
+    pub attempts: String,
+    pub client_ip: Option<String>,
+    pub created_at: i64,
+    /// The client API of the request: `openai-chat`, `anthropic-messages`, `openai-responses`,
+    /// `openai-embeddings` (see [`format_name`]).
+    pub format: String,
+    /// Whether the token counts were estimated because the provider reported no usage.
+    pub estimated: bool,
+}
+
+/// A charge to debit in the same transaction as its usage event.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ChargeEntry {
+    pub org_id: String,
+    pub request_id: String,
+    pub amount_micros: i64,
+    pub memo: String,
+}
+
+fn usage_from(row: &AnyRow) -> std::result::Result<UsageEvent, sqlx::Error> {
+    Ok(UsageEvent {
+        request_id: row.try_get("request_id")?,
+        org_id: row.try_get("org_id")?,
+        key_id: row.try_get("key_id")?,
+        model: row.try_get("model")?,
+        provider: row.try_get("provider")?,
+        input_tokens: row.try_get("input_tokens")?,
+        output_tokens: row.try_get("output_tokens")?,
+        cache_read_tokens: row.try_get("cache_read_tokens")?,
+        cache_write_tokens: row.try_get("cache_write_tokens")?,
+        reasoning_tokens: row.try_get("reasoning_tokens")?,
+        cost_micros: row.try_get("cost_micros")?,
+        latency_ms: row.try_get("latency_ms")?,
+        status: row.try_get("status")?,
+        stream: row.try_get::<i64, _>("stream")? != 0,
+        attempts: row.try_get("attempts")?,
+        client_ip: row.try_get("client_ip")?,
+        created_at: row.try_get("created_at")?,
+        format: row.try_get("format")?,
+        estimated: row.try_get::<i64, _>("estimated")? != 0,
+    })
+}
+
+const USAGE_COLUMNS: &str = "request_id, org_id, key_id, model, provider, input_tokens, \
+    output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens, cost_micros, \
+    latency_ms, status, stream, attempts, client_ip, created_at, format, estimated";
+/// Number of columns in [`USAGE_COLUMNS`] (parameters per inserted row).
+const USAGE_COLUMN_COUNT: usize = 19;
+
+impl Store {
+    /// Writes usage events and their charges in one transaction. A request id already recorded
+    /// is skipped (usage and charge are recorded exactly once). Events go in multi-row inserts;
+    /// each new charge also moves its org's running total.
+    pub async fn record_usage(&self, events: &[UsageEvent], charges: &[ChargeEntry]) -> Result<()> {
+        // 19 columns x 100 rows stays under SQLite's and PostgreSQL's parameter limits.
+        const ROWS_PER_INSERT: usize = 100;
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(db("starting a usage batch"))?;
+        for chunk in events.chunks(ROWS_PER_INSERT) {
+            let mut sql = format!("INSERT INTO usage_events ({USAGE_COLUMNS}) VALUES ");
+            for i in 0..chunk.len() {
+                // SQLite looks named parameters up by a linear scan per bind, which makes `$n`
+                // quadratic in a 1900-parameter statement; its anonymous `?` binds by position.
+                const N: usize = USAGE_COLUMN_COUNT;
+                let params: Vec<String> = match self.kind {
+                    DbKind::Sqlite => vec!["?".to_string(); N],
+                    DbKind::Postgres => (1..=N).map(|n| format!("${}", i * N + n)).collect(),
+                };
+                if i > 0 {
+                    sql.push(',');
+                }
+                sql.push('(');
+                sql.push_str(&params.join(","));
+                sql.push(')');
+            }
+            sql.push_str(" ON CONFLICT DO NOTHING");
+            // Not kept in the connection's statement cache: the text differs with the row
+            // count, and a cached 1900-parameter statement per count grew memory for good.
+            let mut query = sqlx::query(&sql).persistent(false);
+            for e in chunk {
+                query = query
+                    .bind(&e.request_id)
+                    .bind(&e.org_id)
+                    .bind(&e.key_id)
+                    .bind(&e.model)
+                    .bind(&e.provider)
+                    .bind(e.input_tokens)
+                    .bind(e.output_tokens)
+                    .bind(e.cache_read_tokens)
+                    .bind(e.cache_write_tokens)
+                    .bind(e.reasoning_tokens)
+                    .bind(e.cost_micros)
+                    .bind(e.latency_ms)
+                    .bind(e.status)
+                    .bind(i64::from(e.stream))
+                    .bind(&e.attempts)
+                    .bind(&e.client_ip)
+                    .bind(e.created_at)
+                    .bind(&e.format)
+                    .bind(i64::from(e.estimated));
+            }
+            query
+                .execute(&mut *tx)
+                .await
+                .map_err(db("recording usage"))?;
+        }
+        for c in charges {
+            if c.amount_micros == 0 {
+                continue;
+            }
+            let inserted = sqlx::query(
+                "INSERT INTO credit_ledger (org_id, kind, amount_micros, request_id, memo, created_at) \
+                 VALUES ($1, 'charge', $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            )
+            .bind(&c.org_id)
+            .bind(c.amount_micros)
+            .bind(&c.request_id)
+            .bind(&c.memo)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await
+            .map_err(db("recording a charge"))?;
+            if inserted.rows_affected() == 1 {
+                sqlx::query(
+                    "INSERT INTO credit_accounts (org_id, charged_micros) VALUES ($1, $2) \
+                     ON CONFLICT (org_id) DO UPDATE SET charged_micros = credit_accounts.charged_micros + $2",
+                )
+                .bind(&c.org_id)
+                .bind(c.amount_micros)
+                .execute(&mut *tx)
+                .await
+                .map_err(db("updating a credit account"))?;
+            }
+        }
+        tx.commit().await.map_err(db("committing a usage batch"))
+    }
+
+    /// Most recent usage events, newest first.
+    pub async fn usage(&self, org_id: Option<&str>, limit: i64) -> Result<Vec<UsageEvent>> {
+        let rows = match org_id {
+            Some(org) => {
+                sqlx::query(&format!(
+                    "SELECT {USAGE_COLUMNS} FROM usage_events WHERE org_id = $1 \
+                     ORDER BY created_at DESC, request_id LIMIT $2"
+                ))
+                .bind(org)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await
+            }
+            None => {
+                sqlx::query(&format!(
+                    "SELECT {USAGE_COLUMNS} FROM usage_events ORDER BY created_at DESC, request_id LIMIT $1"
+                ))
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await
+            }
+        }
+        .map_err(db("listing usage"))?;
+        rows.iter()
+            .map(usage_from)
+            .collect::<std::result::Result<_, _>>()
+            .map_err(db("reading usage"))
+    }
+
+    /// Number of charge entries for a request (tests and audits: must be 0 or 1).
+    pub async fn charges_for_request(&self, request_id: &str) -> Result<i64> {
+        let row = sqlx::query("SELECT CAST(COUNT(*) AS BIGINT) AS n FROM credit_ledger WHERE kind = 'charge' AND request_id = $1")
+            .bind(request_id)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db("counting charges"))?;
+        row.try_get("n").map_err(db("reading a count"))
+    }
+}
