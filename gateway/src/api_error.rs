@@ -56,19 +56,9 @@ impl ApiError {
         }
     }
 
-    /// The Anthropic `error.type` for a status.
+    /// The Anthropic `error.type` for a status (one table, in the formats crate).
     fn anthropic_type(&self) -> &'static str {
-        match self.status {
-            401 => "authentication_error",
-            402 => "billing_error",
-            403 => "permission_error",
-            404 => "not_found_error",
-            413 => "request_too_large",
-            429 => "rate_limit_error",
-            503 | 529 => "overloaded_error",
-            400..=499 => "invalid_request_error",
-            _ => "api_error",
-        }
+        tollgate_formats::anthropic::error_type(self.status)
     }
 
     /// The error body in the client's API shape: Anthropic's for Messages clients, OpenAI's

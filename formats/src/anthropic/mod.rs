@@ -27,7 +27,7 @@ mod tests;
 
 pub use canonical::to_canonical;
 pub use request::{parse_request, MessagesRequest};
-pub use response::{error_from_canonical, response_from_canonical, stream_error_event};
+pub use response::{error_from_canonical, error_type, response_from_canonical, stream_error_event};
 pub use stream::StreamAdapter;
 
 use serde_json::{json, Value};

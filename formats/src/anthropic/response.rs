@@ -108,8 +108,8 @@ fn object_or_empty(value: Option<Value>) -> Value {
     }
 }
 
-/// Anthropic's error `type` for an HTTP status.
-fn error_type(status: u16) -> &'static str {
+/// Anthropic's error `type` for an HTTP status (the gateway's own errors use it too).
+pub fn error_type(status: u16) -> &'static str {
     match status {
         401 => "authentication_error",
         402 => "billing_error",
