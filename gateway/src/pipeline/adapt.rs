@@ -14,7 +14,7 @@ use super::events::PluginEvents;
 use super::stream::{EventTranslator, StreamFault};
 use crate::api_error::{format_name, ApiError, ApiFormat};
 use crate::config::Provider;
-use crate::plugins::bindings::{SseEvent, Usage};
+use crate::plugins::bindings::{Principal, SseEvent, Usage};
 
 /// The formats crate's usage for the host's.
 pub fn usage_out(u: &Usage) -> tollgate_formats::Usage {
@@ -60,14 +60,17 @@ pub fn mode(call: &Call, provider: &Provider) -> Option<Mode> {
 /// An adapted attempt's client side: converts answers, keeps the finished Responses object.
 pub struct Adapting<'c> {
     pub call: &'c Call,
+    /// Whose call it is (the owner of stored Responses state).
+    pub who: &'c Principal,
     /// The Responses object of an answered call (stored as conversation state).
     pub finished: Option<responses::Finished>,
 }
 
 impl<'c> Adapting<'c> {
-    pub fn new(call: &'c Call) -> Self {
+    pub fn new(call: &'c Call, who: &'c Principal) -> Self {
         Adapting {
             call,
+            who,
             finished: None,
         }
     }
@@ -105,7 +108,7 @@ impl<'c> Adapting<'c> {
     }
 
     /// The stream translator: the plugin's canonical events through the client adapter.
-    pub fn events<'r, 'a>(&self, inner: PluginEvents<'r, 'a>) -> AdaptedEvents<'r, 'a> {
+    pub fn events<'r, 'a>(&'r self, inner: PluginEvents<'r, 'a>) -> AdaptedEvents<'r, 'a> {
         let client = match (&self.call.format, self.call.responses.as_ref()) {
             (ApiFormat::OpenaiResponses, Some(r)) => ClientStream::Responses(Box::new(
                 responses::StreamAdapter::new(&r.request, r.meta.clone()),
@@ -118,6 +121,8 @@ impl<'c> Adapting<'c> {
         AdaptedEvents {
             inner,
             client,
+            call: self.call,
+            who: self.who,
             finished: None,
         }
     }
@@ -132,6 +137,8 @@ enum ClientStream {
 pub struct AdaptedEvents<'r, 'a> {
     inner: PluginEvents<'r, 'a>,
     client: ClientStream,
+    call: &'r Call,
+    who: &'r Principal,
     /// The Responses object once the stream finished.
     pub finished: Option<responses::Finished>,
 }
@@ -187,6 +194,17 @@ impl EventTranslator for AdaptedEvents<'_, '_> {
                 .into_iter()
                 .map(sse)
                 .collect(),
+        }
+    }
+
+    async fn before_close(&mut self) {
+        // A stored response must be readable (and continuable) by the time the client has its
+        // last event: store it before that event is sent.
+        if let Some(finished) = &self.finished {
+            self.inner
+                .request()
+                .keep_response(self.who, self.call, finished)
+                .await;
         }
     }
 

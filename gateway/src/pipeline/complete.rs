@@ -62,7 +62,14 @@ impl Request<'_> {
             Some(a) => {
                 content_type = "application/json".into();
                 match a.complete(out.status, &out.body, out.usage.as_ref()) {
-                    Ok(body) => body,
+                    Ok(body) => {
+                        // Stored before the client has the answer, so it can be read and
+                        // continued as soon as the client has it.
+                        if let Some(finished) = &a.finished {
+                            self.keep_response(a.who, a.call, finished).await;
+                        }
+                        body
+                    }
                     // A canonical answer the adapter cannot use: as unusable as a malformed one.
                     Err(err) => return Err(AttemptFailure::Refused(err)),
                 }

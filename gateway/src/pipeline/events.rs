@@ -77,6 +77,11 @@ impl<'r, 'a> PluginEvents<'r, 'a> {
         }
     }
 
+    /// The request this stream belongs to.
+    pub(super) fn request(&self) -> &'r Request<'a> {
+        self.req
+    }
+
     fn take(&mut self, events: &[SseEvent]) {
         for e in events {
             self.saw_done |= e.data == "[DONE]";

@@ -69,7 +69,9 @@ impl Request<'_> {
     }
 
     /// Stores an answered response when the client asked for it and state is kept at all.
-    pub(super) async fn keep_response(&self, who: &Principal, call: &Call, finished: Finished) {
+    /// Called before the answer's last byte is sent, so a client that has the answer can read
+    /// and continue it at once.
+    pub(super) async fn keep_response(&self, who: &Principal, call: &Call, finished: &Finished) {
         let ttl = self.state.config.responses_ttl;
         let Some(r) = call.responses.as_ref() else {
             return;

@@ -195,10 +195,9 @@ impl Request<'_> {
             req: self,
             session: &mut *session,
             call,
-            finished: None,
+            who,
         };
         let result = run_attempts(&attempts, &mut runner).await?;
-        let finished = runner.finished.take();
         match result {
             Attempts::Answered {
                 index,
@@ -223,11 +222,6 @@ impl Request<'_> {
                     charge: answer.charge,
                     estimated: answer.estimated,
                 };
-                if answer.status < 300 {
-                    if let Some(finished) = finished {
-                        self.keep_response(who, call, finished).await;
-                    }
-                }
                 self.settle_and_log(who, summary, outcome, records).await;
             }
             Attempts::AllFailed { last, records } => {
@@ -235,7 +229,7 @@ impl Request<'_> {
                 // provider said, in its format.
                 if let Some((index, AttemptFailure::Status(status, body))) = &last {
                     if let Some(translated) =
-                        self.translate_error(call, &attempts[*index], *status, body)
+                        self.translate_error(who, call, &attempts[*index], *status, body)
                     {
                         self.state
                             .metrics
@@ -261,6 +255,7 @@ impl Request<'_> {
     /// the adapter when the provider does not speak the client's API).
     fn translate_error(
         &self,
+        who: &Principal,
         call: &Call,
         attempt: &Attempt,
         status: u16,
@@ -286,7 +281,9 @@ impl Request<'_> {
             .ok()?;
         match how {
             Mode::Native => Some(resp.body),
-            Mode::Adapted => Adapting::new(call).complete(status, &resp.body, None).ok(),
+            Mode::Adapted => Adapting::new(call, who)
+                .complete(status, &resp.body, None)
+                .ok(),
         }
     }
 }
@@ -326,8 +323,7 @@ struct CallAttempt<'r, 'a, 's> {
     req: &'r Request<'a>,
     session: &'s mut Session,
     call: &'r Call,
-    /// The Responses object of the attempt that answered.
-    finished: Option<tollgate_formats::responses::Finished>,
+    who: &'r Principal,
 }
 
 impl AttemptRunner for CallAttempt<'_, '_, '_> {
@@ -384,7 +380,7 @@ impl AttemptRunner for CallAttempt<'_, '_, '_> {
             .send(provider, upstream_request, stream, total)
             .await;
         let latency = sent.elapsed();
-        let mut adapting = (how == Mode::Adapted).then(|| Adapting::new(call));
+        let mut adapting = (how == Mode::Adapted).then(|| Adapting::new(call, self.who));
         // What the attempt produced: an answer (the client got it, or an error after its first
         // byte), or a failure before any byte reached the client.
         let (status, produced) = match result {
@@ -400,9 +396,7 @@ impl AttemptRunner for CallAttempt<'_, '_, '_> {
                     let relayed = match adapting.as_ref() {
                         Some(a) => {
                             let mut adapted = a.events(events);
-                            let r = relay(&mut sink, &mut response, &mut adapted).await;
-                            self.finished = adapted.finished.take();
-                            r
+                            relay(&mut sink, &mut response, &mut adapted).await
                         }
                         None => {
                             let mut events = events;
@@ -428,9 +422,6 @@ impl AttemptRunner for CallAttempt<'_, '_, '_> {
                             adapting.as_mut(),
                         )
                         .await;
-                    if let Some(a) = adapting.as_mut() {
-                        self.finished = a.finished.take();
-                    }
                     answer
                 };
                 (status, produced)

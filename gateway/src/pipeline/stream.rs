@@ -103,6 +103,9 @@ pub trait EventTranslator {
     fn finish(&mut self) -> Vec<SseEvent>;
     /// The stream fails after its first byte: the error event(s) in the client's format.
     fn fail(&mut self, err: &ApiError) -> Vec<SseEvent>;
+    /// After [`EventTranslator::finish`], before its events are sent: whatever must be done
+    /// by the time the client has the last byte (e.g. storing the conversation state).
+    async fn before_close(&mut self) {}
     /// Usage reported so far.
     fn usage(&self) -> Option<Usage>;
     /// Characters of answer text produced so far (for the estimate when usage never comes).
@@ -202,6 +205,7 @@ pub async fn relay<S: ClientSink, B: BodySource, T: EventTranslator>(
         }
         None => {
             encode_all(&mut out, &tr.finish());
+            tr.before_close().await;
             let written = sink.send(out.split().freeze(), true).await;
             let end = if written {
                 StreamEnd::Complete
