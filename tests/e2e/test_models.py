@@ -101,3 +101,15 @@ def test_unknown_model_is_404_in_openai_shape(gw):
     err = json.loads(raw)
     validate("ErrorResponse", err)
     assert err["error"]["code"] == "model_not_found" and "no-such-model" in err["error"]["message"]
+
+
+def test_the_anthropic_sdk_lists_the_same_catalog(gw):
+    """`anthropic.Anthropic().models.list()` against the gateway: Anthropic's object fields and
+    pagination are present alongside OpenAI's."""
+    import anthropic
+    claude = anthropic.Anthropic(base_url=f"http://127.0.0.1:{gw.port}", api_key=gw.key)
+    page = claude.models.list()
+    ids = [m.id for m in page.data]
+    assert "claude-mock" in ids and "gpt-mock" in ids
+    assert all(m.type == "model" and m.display_name == m.id for m in page.data)
+    assert page.has_more is False

@@ -112,6 +112,10 @@ pub fn model(config: &Config, id: &str) -> Option<Value> {
         "id": id,
         "object": "model",
         "created": 0,
+        // Anthropic's model object fields, so `anthropic` SDK clients can list models too.
+        "type": "model",
+        "display_name": id,
+        "created_at": "1970-01-01T00:00:00Z",
         "owned_by": first.map_or("tollgate", |r| r.provider.as_str()),
         "name": id,
         "description": info.map_or("", |i| i.description.as_str()),
@@ -135,7 +139,10 @@ pub fn models_body(config: &Config) -> Vec<u8> {
         .keys()
         .filter_map(|m| model(config, m))
         .collect();
-    json!({"object": "list", "data": data})
+    // OpenAI's list, with Anthropic's pagination fields (one page: everything).
+    let first = data.first().map(|m| m["id"].clone());
+    let last = data.last().map(|m| m["id"].clone());
+    json!({"object": "list", "data": data, "has_more": false, "first_id": first, "last_id": last})
         .to_string()
         .into_bytes()
 }
