@@ -659,3 +659,90 @@ async fn the_purge_task_clears_a_backlog_larger_than_one_batch() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn charges_consume_the_soonest_expiring_grant_so_expiry_never_counts_twice() {
+    on_both(|store| async move {
+        let org = store.create_org("expiring").await.unwrap();
+        let now = now_ms();
+        let hour = 3_600_000;
+        // 5 USD expiring in an hour, 5 USD never expiring, 2 USD expiring in two hours.
+        store
+            .add_credits(&org.id, 5_000_000, now + hour, "soon")
+            .await
+            .unwrap();
+        store
+            .add_credits(&org.id, 5_000_000, 0, "forever")
+            .await
+            .unwrap();
+        store
+            .add_credits(&org.id, 2_000_000, now + 2 * hour, "later")
+            .await
+            .unwrap();
+        store
+            .record_usage(
+                &[event("spend", &org.id, 6_000_000)],
+                &[charge("spend", &org.id, 6_000_000)],
+            )
+            .await
+            .unwrap();
+        assert_eq!(store.balance(&org.id).await.unwrap(), Some(6_000_000));
+        // The first grant was spent whole (5), the next to expire gave 1: after both expire,
+        // only the never-expiring 5 is left. (The old formula, unexpired grants minus all
+        // charges, said 5 - 6 = -1: the spent grant subtracted a second time.)
+        assert_eq!(
+            store.balance_at(&org.id, now + hour + 1).await.unwrap(),
+            Some(6_000_000)
+        );
+        assert_eq!(
+            store.balance_at(&org.id, now + 2 * hour + 1).await.unwrap(),
+            Some(5_000_000)
+        );
+        // A charge larger than what is left stops the balance at zero, never below.
+        store
+            .record_usage(
+                &[event("big", &org.id, 9_000_000)],
+                &[charge("big", &org.id, 9_000_000)],
+            )
+            .await
+            .unwrap();
+        assert_eq!(store.balance(&org.id).await.unwrap(), Some(0));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn migrating_gives_existing_grants_what_is_left_of_them() {
+    on_both_urls(|url| async move {
+        sqlx::any::install_default_drivers();
+        let dir = if url.starts_with("sqlite:") { "sqlite" } else { "postgres" };
+        let path = format!("{}/migrations/{dir}", env!("CARGO_MANIFEST_DIR"));
+        let mut old = sqlx::migrate::Migrator::new(std::path::Path::new(&path)).await.unwrap();
+        old.migrations = old
+            .iter()
+            .filter(|m| m.version < 5)
+            .cloned()
+            .collect::<Vec<_>>()
+            .into();
+        let pool_url = if dir == "sqlite" { format!("{url}?mode=rwc") } else { url.clone() };
+        let pool = sqlx::AnyPool::connect(&pool_url).await.unwrap();
+        old.run(&pool).await.unwrap();
+        let far = now_ms() + 86_400_000;
+        for stmt in [
+            "INSERT INTO orgs (id, name, created_at) VALUES ('org_m', 'm', 1)".to_string(),
+            format!("INSERT INTO credit_ledger (org_id, kind, amount_micros, expires_at, memo, created_at) VALUES ('org_m', 'grant', 3000000, {far}, '', 1)"),
+            "INSERT INTO credit_ledger (org_id, kind, amount_micros, expires_at, memo, created_at) VALUES ('org_m', 'grant', 4000000, 0, '', 2)".to_string(),
+            "INSERT INTO credit_ledger (org_id, kind, amount_micros, request_id, memo, created_at) VALUES ('org_m', 'charge', 3500000, 'old', '', 3)".to_string(),
+            "INSERT INTO credit_accounts (org_id, charged_micros) VALUES ('org_m', 3500000)".to_string(),
+        ] {
+            sqlx::query(&stmt).execute(&pool).await.unwrap();
+        }
+        pool.close().await;
+        let store = Store::connect(&url).await.unwrap();
+        // 3.5 charged: the expiring 3 spent, 0.5 of the never-expiring 4.
+        assert_eq!(store.balance("org_m").await.unwrap(), Some(3_500_000));
+        assert_eq!(store.balance_at("org_m", far + 1).await.unwrap(), Some(3_500_000));
+        store.close().await;
+    })
+    .await;
+}

@@ -351,8 +351,8 @@ impl Store {
     ) -> Result<()> {
         let org = self.find_org(org_id).await?;
         sqlx::query(
-            "INSERT INTO credit_ledger (org_id, kind, amount_micros, expires_at, memo, created_at) \
-             VALUES ($1, 'grant', $2, $3, $4, $5)",
+            "INSERT INTO credit_ledger (org_id, kind, amount_micros, remaining_micros, expires_at, memo, created_at) \
+             VALUES ($1, 'grant', $2, $2, $3, $4, $5)",
         )
         .bind(&org.id)
         .bind(amount_micros)
@@ -367,24 +367,31 @@ impl Store {
 
     /// Spendable balance: unexpired grants minus all charges. None for an unknown org. Reads
     /// the org's grants (few) and its running charge total (one row), never the charges.
+    /// The org's spendable balance now (None: no such org).
     pub async fn balance(&self, org_id: &str) -> Result<Option<i64>> {
+        self.balance_at(org_id, now_ms()).await
+    }
+
+    /// The org's spendable balance at `now_ms`: what is left of its grants unexpired then.
+    /// (Charges consumed grants soonest-expiring first, so expiry removes only what was left.)
+    pub async fn balance_at(&self, org_id: &str, now_ms: i64) -> Result<Option<i64>> {
         let row = sqlx::query(
-            "SELECT \
-               CAST(COALESCE((SELECT SUM(amount_micros) FROM credit_ledger \
-                    WHERE org_id = o.id AND kind = 'grant' AND (expires_at = 0 OR expires_at > $2)), 0) AS BIGINT) AS granted, \
-               CAST(COALESCE((SELECT charged_micros FROM credit_accounts WHERE org_id = o.id), 0) AS BIGINT) AS charged \
+            "SELECT CAST(COALESCE((SELECT SUM(remaining_micros) FROM credit_ledger \
+                    WHERE org_id = o.id AND kind = 'grant' AND remaining_micros > 0 \
+                      AND (expires_at = 0 OR expires_at > $2)), 0) AS BIGINT) AS left_micros \
              FROM orgs o WHERE o.id = $1",
         )
         .bind(org_id)
-        .bind(now_ms())
+        .bind(now_ms)
         .fetch_optional(&self.pool)
         .await
         .map_err(db("computing a balance"))?;
         let Some(row) = row else {
             return Ok(None);
         };
-        let granted: i64 = row.try_get("granted").map_err(db("reading a balance"))?;
-        let charged: i64 = row.try_get("charged").map_err(db("reading a balance"))?;
-        Ok(Some(granted - charged))
+        Ok(Some(
+            row.try_get("left_micros")
+                .map_err(db("reading a balance"))?,
+        ))
     }
 }

@@ -73,6 +73,49 @@ const USAGE_COLUMNS: &str = "request_id, org_id, key_id, model, provider, input_
 /// Number of columns in [`USAGE_COLUMNS`] (parameters per inserted row).
 const USAGE_COLUMN_COUNT: usize = 19;
 
+/// Takes a charge out of the org's unexpired grants, soonest-expiring first (never-expiring
+/// grants last), in the charge's transaction. What no grant covers is logged: the balance stops
+/// at zero (it is the sum of what is left of grants), and the charge row keeps the full amount.
+async fn consume_grants(tx: &mut sqlx::Transaction<'_, sqlx::Any>, c: &ChargeEntry) -> Result<()> {
+    let now = now_ms();
+    let grants = sqlx::query(
+        "SELECT id, remaining_micros FROM credit_ledger \
+         WHERE org_id = $1 AND kind = 'grant' AND remaining_micros > 0 \
+           AND (expires_at = 0 OR expires_at > $2) \
+         ORDER BY CASE WHEN expires_at = 0 THEN 1 ELSE 0 END, expires_at, id",
+    )
+    .bind(&c.org_id)
+    .bind(now)
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(db("reading open grants"))?;
+    let mut owed = c.amount_micros;
+    for g in grants {
+        if owed <= 0 {
+            break;
+        }
+        let id: i64 = g.try_get("id").map_err(db("reading a grant"))?;
+        let left: i64 = g
+            .try_get("remaining_micros")
+            .map_err(db("reading a grant"))?;
+        let take = owed.min(left);
+        sqlx::query(
+            "UPDATE credit_ledger SET remaining_micros = remaining_micros - $1 WHERE id = $2",
+        )
+        .bind(take)
+        .bind(id)
+        .execute(&mut **tx)
+        .await
+        .map_err(db("consuming a grant"))?;
+        owed -= take;
+    }
+    if owed > 0 {
+        tracing::warn!(org = %c.org_id, request = %c.request_id, uncovered_micros = owed,
+            "charge exceeds the org's remaining credits; balance stops at zero");
+    }
+    Ok(())
+}
+
 impl Store {
     /// Writes usage events and their charges in one transaction. A request id already recorded
     /// is skipped (usage and charge are recorded exactly once). Events go in multi-row inserts;
@@ -159,6 +202,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await
                 .map_err(db("updating a credit account"))?;
+                consume_grants(&mut tx, c).await?;
             }
         }
         tx.commit().await.map_err(db("committing a usage batch"))
