@@ -61,6 +61,26 @@ pub fn serve(config: Config) -> Result<()> {
         let _entered = background.enter();
         crate::store::spawn_response_purge(store.clone(), config.responses_purge_interval, 500)
     };
+    // Holds whose request never settled (the process died mid-request) are released once no
+    // request could still be running: the whole-attempt bound plus ten minutes.
+    let stale_after = config.upstream.total + Duration::from_secs(600);
+    let sweeping = store.clone();
+    background.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(30));
+        loop {
+            tick.tick().await;
+            let before = crate::store::now_ms()
+                - i64::try_from(stale_after.as_millis()).unwrap_or(i64::MAX / 2);
+            match sweeping.release_stale_holds(before).await {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(
+                    released = n,
+                    "released credit holds of requests that never settled"
+                ),
+                Err(e) => tracing::error!(error = %e, "sweeping stale credit holds failed"),
+            }
+        }
+    });
     // The tokenizer for usage estimates is not built here: its tables cost ~45 MB of RSS
     // (measured), paid only once a provider answers without usage (then on the blocking pool).
     let engine = Arc::new(PluginEngine::new(EngineOptions::default())?);

@@ -746,3 +746,69 @@ async fn migrating_gives_existing_grants_what_is_left_of_them() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn concurrent_reservations_never_hold_more_than_the_balance() {
+    on_both(|store| async move {
+        use tollgate::store::Reservation;
+        let org = store.create_org("burst").await.unwrap();
+        store.add_credits(&org.id, 10_000, 0, "ten").await.unwrap();
+        let now = now_ms();
+        // 100 requests at once, each holding 1,000: exactly 10 fit.
+        let tries = (0..100).map(|i| {
+            let store = store.clone();
+            let org = org.id.clone();
+            tokio::spawn(async move { store.reserve(&org, &format!("r{i}"), 1_000, now).await })
+        });
+        let mut held = Vec::new();
+        for (i, t) in tries.enumerate() {
+            if t.await.unwrap().unwrap() == Reservation::Held {
+                held.push(i);
+            }
+        }
+        assert_eq!(held.len(), 10, "held: {held:?}");
+        assert_eq!(store.held(&org.id).await.unwrap(), 10_000);
+        assert_eq!(store.balance(&org.id).await.unwrap(), Some(0));
+        // A second reservation for a held request changes nothing.
+        let again = format!("r{}", held[0]);
+        assert_eq!(
+            store.reserve(&org.id, &again, 1_000, now).await.unwrap(),
+            Reservation::Held
+        );
+        assert_eq!(store.held(&org.id).await.unwrap(), 10_000);
+        // Settling: the usage transaction releases the hold and charges the exact cost.
+        for i in &held {
+            let id = format!("r{i}");
+            store
+                .record_usage(&[event(&id, &org.id, 600)], &[charge(&id, &org.id, 600)])
+                .await
+                .unwrap();
+        }
+        assert_eq!(store.held(&org.id).await.unwrap(), 0);
+        assert_eq!(store.balance(&org.id).await.unwrap(), Some(4_000));
+        // Insufficient says what is available; a release without a record, and the stale sweep.
+        assert_eq!(
+            store.reserve(&org.id, "big", 5_000, now).await.unwrap(),
+            Reservation::Insufficient {
+                available_micros: 4_000
+            }
+        );
+        assert_eq!(
+            store.reserve(&org.id, "a", 3_000, now).await.unwrap(),
+            Reservation::Held
+        );
+        store.release_hold("a").await.unwrap();
+        store.release_hold("a").await.unwrap();
+        assert_eq!(store.held(&org.id).await.unwrap(), 0);
+        assert_eq!(
+            store
+                .reserve(&org.id, "b", 3_000, now - 1_000_000)
+                .await
+                .unwrap(),
+            Reservation::Held
+        );
+        assert_eq!(store.release_stale_holds(now - 1).await.unwrap(), 1);
+        assert_eq!(store.balance(&org.id).await.unwrap(), Some(4_000));
+    })
+    .await;
+}

@@ -224,6 +224,12 @@ upstream_timeout_ms = {upstream_timeout_ms}
         return [json.loads(line) for line in text.splitlines() if line.strip()]
 
     def balance_micros(self, org):
+        """The org's settled balance: once no credit hold of a request in flight (or one whose
+        usage record is still queued) is outstanding, bounded at 5 s."""
+        deadline = time.time() + 5
+        while time.time() < deadline and self.sql(
+                f"SELECT COUNT(*) FROM credit_holds WHERE org_id = '{org}'") != [["0"]]:
+            time.sleep(0.05)
         return round(float(self.cli("credits", "balance", "--org", org).lstrip("$")) * 1e6)
 
     def admin(self, path, token=None):

@@ -392,6 +392,11 @@ impl Config {
             providers,
             models,
             model_info,
+            reserve_credits: f
+                .limits
+                .reserve_credits
+                .or(d.limits.reserve_credits)
+                .unwrap_or(true),
             responses_ttl: Duration::from_secs(
                 f.server
                     .responses_ttl_seconds

@@ -175,5 +175,8 @@ pub struct Config {
     pub model_info: BTreeMap<String, ModelInfo>,
     /// Responses API state lifetime (zero: never stored).
     pub responses_ttl: Duration,
+    /// Reserve each request's worst-case cost (the billing stage's hold) in the database before
+    /// it goes upstream, so concurrent requests and replicas cannot overspend.
+    pub reserve_credits: bool,
     pub responses_purge_interval: Duration,
 }

@@ -92,6 +92,8 @@ pub struct Limits {
     pub max_n: Option<u32>,
     pub max_output_tokens: Option<u64>,
     pub max_json_depth: Option<usize>,
+    /// Hold each request's worst-case cost against the balance before it goes upstream.
+    pub reserve_credits: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

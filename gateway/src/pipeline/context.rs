@@ -21,6 +21,8 @@ pub struct Request<'a> {
     /// The client's API format: errors and answers are given in it.
     pub(super) format: ApiFormat,
     pub(super) client_ip: String,
+    /// Credits are held for this request (released when its usage is recorded).
+    pub(super) held: std::sync::atomic::AtomicBool,
 }
 
 impl<'a> Request<'a> {
@@ -35,6 +37,7 @@ impl<'a> Request<'a> {
                 .and_then(|a| a.as_inet())
                 .map(|a| a.ip().to_string())
                 .unwrap_or_default(),
+            held: std::sync::atomic::AtomicBool::new(false),
         }
     }
 

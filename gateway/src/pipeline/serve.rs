@@ -26,6 +26,7 @@ use crate::catalog;
 use crate::config::ModelKind;
 use crate::plugins::bindings::{Attempt, Candidate, Principal, TransformCtx};
 use crate::plugins::Stage;
+use crate::store::Reservation;
 
 /// Parses a body for its API (the call's history, for Responses, is loaded here too).
 pub(super) enum Parse {
@@ -174,10 +175,43 @@ impl Request<'_> {
             &first.provider,
             &first.upstream_model,
         );
-        self.stage_result(self.timed(Stage::Billing, || {
+        let authorization = self.stage_result(self.timed(Stage::Billing, || {
             billing.authorize(&self.id, who, summary, &first.provider, price)
         }))?;
+        self.reserve(who, authorization.hold_micros).await?;
         Ok(attempts)
+    }
+
+    /// Holds the request's worst-case cost against the org's balance, atomically in the
+    /// database (402 when it does not fit).
+    async fn reserve(&self, who: &Principal, hold_micros: u64) -> Result<(), ApiError> {
+        if !self.state.config.reserve_credits || hold_micros == 0 {
+            return Ok(());
+        }
+        let amount = i64::try_from(hold_micros).unwrap_or(i64::MAX);
+        let t = Instant::now();
+        let reserved = self
+            .state
+            .store
+            .reserve(&who.org_id, &self.id, amount, crate::store::now_ms())
+            .await;
+        self.state.metrics.stage("reserve", t.elapsed());
+        match reserved.map_err(|e| ApiError::internal(format!("reserving credits failed: {e}")))? {
+            Reservation::Held => {
+                self.held.store(true, std::sync::atomic::Ordering::Release);
+                Ok(())
+            }
+            Reservation::Insufficient { available_micros } => Err(ApiError::new(
+                402,
+                "insufficient_credits",
+                format!(
+                    "Insufficient credits: this request may cost up to ${:.6} and ${:.6} is \
+                     available (after requests in flight). Add credits or lower max_tokens.",
+                    amount as f64 / 1e6,
+                    available_micros as f64 / 1e6
+                ),
+            )),
+        }
     }
 
     /// Routes, authorizes and runs the attempts. Everything it answers itself is recorded;

@@ -171,6 +171,12 @@ impl Request<'_> {
         };
         // A charge is always recorded with its event: billing records are not optional.
         if !decision.store_event && charge.is_none() {
+            // Nothing recorded, so the usage writer will not release the hold: do it here.
+            if self.held.load(std::sync::atomic::Ordering::Acquire) {
+                if let Err(e) = state.store.release_hold(&self.id).await {
+                    tracing::error!(error = %e, "releasing a credit hold failed (the sweep will)");
+                }
+            }
             return;
         }
         let attempts = serde_json::Value::Array(

@@ -2,6 +2,7 @@
 //! sqlx's `Any` driver so one set of queries serves both. SQL uses `$n` parameters, which both
 //! accept; migrations are kept per database in `migrations/`.
 
+mod credits;
 mod responses;
 mod usage;
 mod usage_writer;
@@ -12,6 +13,7 @@ use rand::RngCore;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
+pub use credits::Reservation;
 pub use responses::{spawn_response_purge, ResponseState};
 pub use usage::{ChargeEntry, UsageEvent};
 pub use usage_writer::{UsageWriter, UsageWriterHandle};
@@ -372,13 +374,15 @@ impl Store {
         self.balance_at(org_id, now_ms()).await
     }
 
-    /// The org's spendable balance at `now_ms`: what is left of its grants unexpired then.
+    /// The org's spendable balance at `now_ms`: what is left of its grants unexpired then, less
+    /// what is held for requests in flight.
     /// (Charges consumed grants soonest-expiring first, so expiry removes only what was left.)
     pub async fn balance_at(&self, org_id: &str, now_ms: i64) -> Result<Option<i64>> {
         let row = sqlx::query(
             "SELECT CAST(COALESCE((SELECT SUM(remaining_micros) FROM credit_ledger \
                     WHERE org_id = o.id AND kind = 'grant' AND remaining_micros > 0 \
-                      AND (expires_at = 0 OR expires_at > $2)), 0) AS BIGINT) AS left_micros \
+                      AND (expires_at = 0 OR expires_at > $2)), 0) \
+                  - COALESCE((SELECT held_micros FROM credit_accounts WHERE org_id = o.id), 0) AS BIGINT) AS left_micros \
              FROM orgs o WHERE o.id = $1",
         )
         .bind(org_id)

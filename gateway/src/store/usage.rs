@@ -176,6 +176,10 @@ impl Store {
                 .await
                 .map_err(db("recording usage"))?;
         }
+        // Each recorded request gives back its hold, in the transaction that charges it.
+        for e in events {
+            super::credits::release_in(&mut tx, &e.request_id).await?;
+        }
         for c in charges {
             if c.amount_micros == 0 {
                 continue;
