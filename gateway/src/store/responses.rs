@@ -49,6 +49,7 @@ fn state_from(row: &AnyRow) -> std::result::Result<ResponseState, sqlx::Error> {
 impl Store {
     /// Stores a response. Its id must be new: an existing id is an error, never overwritten.
     pub async fn put_response_state(&self, s: &ResponseState) -> Result<()> {
+        let _turn = self.write_turn().await;
         sqlx::query(
             "INSERT INTO response_states (id, org_id, key_id, response, messages, created_at, expires_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -93,6 +94,7 @@ impl Store {
     /// Deletes the org's response with this id; false when there is none (or it is another
     /// org's). A row that expired but was not purged yet is still deleted (and counts).
     pub async fn delete_response_state(&self, id: &str, org_id: &str) -> Result<bool> {
+        let _turn = self.write_turn().await;
         let done = sqlx::query("DELETE FROM response_states WHERE id = $1 AND org_id = $2")
             .bind(id)
             .bind(org_id)
@@ -108,6 +110,7 @@ impl Store {
         if batch < 1 {
             return Ok(0);
         }
+        let _turn = self.write_turn().await;
         let done = sqlx::query(
             "DELETE FROM response_states WHERE id IN \
              (SELECT id FROM response_states WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2)",

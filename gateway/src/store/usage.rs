@@ -123,6 +123,7 @@ impl Store {
     pub async fn record_usage(&self, events: &[UsageEvent], charges: &[ChargeEntry]) -> Result<()> {
         // 19 columns x 100 rows stays under SQLite's and PostgreSQL's parameter limits.
         const ROWS_PER_INSERT: usize = 100;
+        let _turn = self.write_turn().await;
         let mut tx = self
             .pool
             .begin()
