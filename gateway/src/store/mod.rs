@@ -115,6 +115,8 @@ pub struct Store {
     /// (1, 2, 5 ... 100 ms steps): under load that sleep, not the write, was the cost. This
     /// process's write transactions queue here instead (PostgreSQL: not used).
     write_turn: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// SQLite: credit holds kept in this process's memory (see `credits.rs`).
+    local_holds: std::sync::Arc<tokio::sync::Mutex<credits::LocalHolds>>,
 }
 
 fn org_from(row: &AnyRow) -> std::result::Result<Org, sqlx::Error> {
@@ -203,6 +205,7 @@ impl Store {
             pool,
             kind,
             write_turn: Default::default(),
+            local_holds: Default::default(),
         })
     }
 
@@ -410,9 +413,10 @@ impl Store {
         let Some(row) = row else {
             return Ok(None);
         };
-        Ok(Some(
-            row.try_get("left_micros")
-                .map_err(db("reading a balance"))?,
-        ))
+        let left: i64 = row
+            .try_get("left_micros")
+            .map_err(db("reading a balance"))?;
+        // SQLite keeps this process's holds in memory (`credits.rs`).
+        Ok(Some(left - self.local_held(org_id).await))
     }
 }

@@ -178,8 +178,11 @@ impl Store {
                 .map_err(db("recording usage"))?;
         }
         // Each recorded request gives back its hold, in the transaction that charges it.
-        for e in events {
-            super::credits::release_in(&mut tx, &e.request_id).await?;
+        // (SQLite keeps holds in memory: released after the commit, below.)
+        if self.kind == DbKind::Postgres {
+            for e in events {
+                super::credits::release_in(&mut tx, &e.request_id).await?;
+            }
         }
         for c in charges {
             if c.amount_micros == 0 {
@@ -210,7 +213,9 @@ impl Store {
                 consume_grants(&mut tx, c).await?;
             }
         }
-        tx.commit().await.map_err(db("committing a usage batch"))
+        tx.commit().await.map_err(db("committing a usage batch"))?;
+        self.settled_locally(events, charges).await;
+        Ok(())
     }
 
     /// Most recent usage events, newest first.

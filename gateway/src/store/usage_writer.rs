@@ -169,6 +169,11 @@ impl Sink {
                         file = %self.dead_letter.display(), "usage record refused by the database; kept in the dead-letter file");
                     self.dead_letter(&serde_json::json!({
                         "error": err.to_string(), "event": event, "charges": charge}));
+                    // Its hold would otherwise stay until the sweep (PostgreSQL) or a restart
+                    // (SQLite): the request is over either way.
+                    if let Err(e) = self.store.release_hold(&event.request_id).await {
+                        tracing::error!(error = %e, "releasing the hold of a dead-lettered record failed");
+                    }
                     return;
                 }
                 Err(err) => {
