@@ -55,7 +55,6 @@ pub fn serve(config: Config) -> Result<()> {
         );
         anyhow::Ok((store, usage))
     })?;
-    background.block_on(store.reconcile_holds())?;
     let services = Arc::new(GatewayServices::new(&config, store.clone(), secret));
     // Expired Responses state is deleted in the background (reads past expiry already miss).
     let _purge = {

@@ -245,12 +245,13 @@ pub fn estimate_output(body: &[u8]) -> u64 {
     tollgate_formats::estimate::text_tokens(&text)
 }
 
-/// Input tokens of a call whose provider reported no usage, from its canonical request.
-pub fn estimate_input(call: &Call) -> u64 {
-    let Ok(v) = serde_json::from_slice::<Value>(call.canonical_body()) else {
+/// Input tokens of a request whose provider reported no usage, from its canonical body (the
+/// client's own, for embeddings).
+pub fn estimate_input(format: ApiFormat, canonical: &[u8]) -> u64 {
+    let Ok(v) = serde_json::from_slice::<Value>(canonical) else {
         return 0;
     };
-    if call.format == ApiFormat::OpenaiEmbeddings {
+    if format == ApiFormat::OpenaiEmbeddings {
         tollgate_formats::estimate::embeddings_input_tokens(&v)
     } else {
         tollgate_formats::estimate::canonical_input_tokens(&v)

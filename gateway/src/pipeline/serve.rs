@@ -327,20 +327,9 @@ impl Request<'_> {
 async fn estimate_input_off_path(call: &Call) -> u64 {
     let canonical = call.canonical_body().to_vec();
     let format = call.format;
-    let est = tokio::task::spawn_blocking(move || {
-        let probe = Call {
-            format,
-            summary: call::unparsed(format, &[]),
-            body: Bytes::new(),
-            canonical: Some(canonical),
-            forward_headers: Vec::new(),
-            message_id: String::new(),
-            responses: None,
-        };
-        estimate_input(&probe)
-    })
-    .await;
-    est.unwrap_or(0)
+    tokio::task::spawn_blocking(move || estimate_input(format, &canonical))
+        .await
+        .unwrap_or(0)
 }
 
 /// The client format a transform plugin is told: the call's own when the provider speaks it,

@@ -223,23 +223,6 @@ impl Store {
         }
     }
 
-    /// SQLite, at server start: each account's held total is set to the sum of its hold rows
-    /// (holds live in memory on SQLite, so this clears what an earlier version or a copied
-    /// PostgreSQL dump left). Never from the CLI, which shares the file with a running gateway.
-    pub async fn reconcile_holds(&self) -> Result<()> {
-        if self.kind != DbKind::Sqlite {
-            return Ok(());
-        }
-        sqlx::query(
-            "UPDATE credit_accounts SET held_micros = COALESCE((SELECT SUM(amount_micros) \
-             FROM credit_holds h WHERE h.org_id = credit_accounts.org_id), 0)",
-        )
-        .execute(&self.pool)
-        .await
-        .map_err(db("reconciling credit holds"))?;
-        Ok(())
-    }
-
     /// Releases `request_id`'s hold, if it has one (idempotent).
     pub async fn release_hold(&self, request_id: &str) -> Result<()> {
         if self.kind == DbKind::Sqlite {
