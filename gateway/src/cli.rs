@@ -1,4 +1,18 @@
-//! Command line: `tollgate serve` and the management commands.
+//! Command line: `tollgate serve` and the management commands. Orgs, keys, members, the audit
+//! log and credit grants go through the admin API in-process (`cli/admin_client.rs`), so they
+//! are validated and audited (actor `cli`) like API calls; one file per command group in
+//! `cli/`.
+
+mod admin_client;
+mod audit;
+mod keys;
+mod members;
+mod orgs;
+
+pub use audit::AuditCommand;
+pub use keys::{KeyFields, KeysCommand};
+pub use members::MembersCommand;
+pub use orgs::OrgsCommand;
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -36,6 +50,16 @@ pub enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Manage an org's members and their roles.
+    Members {
+        #[command(subcommand)]
+        command: MembersCommand,
+    },
+    /// Read an org's audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Manage prepaid credits.
     Credits {
         #[command(subcommand)]
@@ -57,32 +81,10 @@ pub enum Command {
     },
     /// Check a config file and print the effective settings.
     CheckConfig,
-}
-
-#[derive(Subcommand, Debug)]
-pub enum OrgsCommand {
-    Create { name: String },
-    List,
-}
-
-#[derive(Subcommand, Debug)]
-pub enum KeysCommand {
-    /// Create a key; its plaintext is printed once and never stored.
-    Create {
-        #[arg(long)]
-        org: String,
-        #[arg(long, default_value = "default")]
-        name: String,
-        /// Expire after this many days (default: never).
-        #[arg(long)]
-        expires_days: Option<u64>,
-    },
-    List {
-        #[arg(long)]
-        org: Option<String>,
-    },
-    Revoke {
-        key_id: String,
+    /// BYOK: an org's own provider keys, sealed under the master key.
+    Byok {
+        #[command(subcommand)]
+        command: crate::byok::cli::ByokCommand,
     },
 }
 
@@ -176,70 +178,17 @@ fn format_usd(micros: i64) -> String {
 async fn manage(config: Config, command: Command) -> Result<()> {
     let store = Store::connect(&config.database_url).await?;
     match command {
-        Command::Orgs {
-            command: OrgsCommand::Create { name },
-        } => {
-            let org = store.create_org(&name).await?;
-            println!("{}", org.id);
+        Command::Orgs { command } => {
+            orgs::run(&admin_client::Admin::new(&config, &store)?, command).await?
         }
-        Command::Orgs {
-            command: OrgsCommand::List,
-        } => {
-            println!("{:<30} {:<24} RETENTION", "ID", "NAME");
-            for o in store.orgs().await? {
-                println!(
-                    "{:<30} {:<24} {} ({} days)",
-                    o.id, o.name, o.retention_mode, o.retention_days
-                );
-            }
+        Command::Keys { command } => {
+            keys::run(&admin_client::Admin::new(&config, &store)?, command).await?
         }
-        Command::Keys {
-            command:
-                KeysCommand::Create {
-                    org,
-                    name,
-                    expires_days,
-                },
-        } => {
-            let secret = config.key_secret()?;
-            let expires = expires_days
-                .map(|d| crate::store::now_ms() + (d as i64) * 86_400_000)
-                .unwrap_or(0);
-            let (key, plaintext) = store.create_key(&org, &name, &secret, expires).await?;
-            eprintln!(
-                "key {} for org {} (prefix {}): shown once, store it now",
-                key.id, key.org_id, key.prefix
-            );
-            println!("{plaintext}");
+        Command::Members { command } => {
+            members::run(&admin_client::Admin::new(&config, &store)?, command).await?
         }
-        Command::Keys {
-            command: KeysCommand::List { org },
-        } => {
-            let org_id = match org {
-                Some(o) => Some(store.find_org(&o).await?.id),
-                None => None,
-            };
-            println!(
-                "{:<30} {:<30} {:<12} {:<16} STATUS",
-                "ID", "ORG", "PREFIX", "NAME"
-            );
-            for k in store.keys(org_id.as_deref()).await? {
-                let status = if k.revoked_at.is_some() {
-                    "revoked"
-                } else {
-                    "active"
-                };
-                println!(
-                    "{:<30} {:<30} {:<12} {:<16} {status}",
-                    k.id, k.org_id, k.prefix, k.name
-                );
-            }
-        }
-        Command::Keys {
-            command: KeysCommand::Revoke { key_id },
-        } => {
-            store.revoke_key(&key_id).await?;
-            println!("revoked {key_id}");
+        Command::Audit { command } => {
+            audit::run(&admin_client::Admin::new(&config, &store)?, command).await?
         }
         Command::Credits {
             command:
@@ -249,22 +198,21 @@ async fn manage(config: Config, command: Command) -> Result<()> {
                     expires_days,
                 },
         } => {
+            // Through the admin API: validated and audited as `cli`.
             let amount = usd_to_micros(usd)?;
-            let expires = if expires_days == 0 {
-                0
-            } else {
-                crate::store::now_ms() + (expires_days as i64) * 86_400_000
-            };
-            let org = store.find_org(&org).await?;
-            store
-                .add_credits(&org.id, amount, expires, "cli grant")
+            let days = u32::try_from(expires_days).context("--expires-days is too large")?;
+            let admin = admin_client::Admin::new(&config, &store)?;
+            let body = serde_json::json!({
+                "amount_micros": amount, "expires_in_days": days, "memo": "cli grant",
+            });
+            let granted = admin
+                .call("POST", &format!("/admin/orgs/{org}/credits"), body)
                 .await?;
-            let balance = store.balance(&org.id).await?.unwrap_or(0);
             println!(
                 "granted {} to {}; balance {}",
                 format_usd(amount),
-                org.id,
-                format_usd(balance)
+                granted["org_id"].as_str().unwrap_or("?"),
+                format_usd(granted["balance_micros"].as_i64().unwrap_or(0))
             );
         }
         Command::Credits {
@@ -281,6 +229,7 @@ async fn manage(config: Config, command: Command) -> Result<()> {
             };
             print_usage(&store.usage(org_id.as_deref(), limit).await?, format)?;
         }
+        Command::Byok { command } => crate::byok::cli::run(&store, &config, command).await?,
         Command::Serve | Command::CheckConfig | Command::Plugins { .. } => {
             unreachable!("handled in run")
         }

@@ -3,7 +3,10 @@
 //! The request path is [`pipeline`]; [`proxy`] is the Pingora adapter in front of it,
 //! [`server`] wires them up; state lives in [`store`], models and prices in [`catalog`].
 
+pub mod admin;
+pub mod alerts;
 pub mod api_error;
+pub mod byok;
 pub mod catalog;
 pub mod cli;
 pub mod config;

@@ -93,6 +93,8 @@ pub struct Metrics {
     plugin_counters: Family<PluginCounter, Gauge>,
     connections_refused: Family<Reason, Counter>,
     connections_open: Gauge,
+    unpriced: Family<ModelOnly, Counter>,
+    rate_limited: Family<Reason, Counter>,
 }
 
 impl Default for Metrics {
@@ -164,7 +166,21 @@ impl Default for Metrics {
             "Open client connections",
             connections_open.clone(),
         );
+        let unpriced = Family::default();
+        registry.register(
+            "tollgate_unpriced_requests",
+            "Requests served by a route with no price (limits.unpriced_models = \"alert\"), by model",
+            Family::clone(&unpriced),
+        );
+        let rate_limited = Family::default();
+        registry.register(
+            "tollgate_rate_limited",
+            "Requests refused by a rate limit, by which limit",
+            Family::clone(&rate_limited),
+        );
         Metrics {
+            unpriced,
+            rate_limited,
             registry,
             requests,
             request_duration,
@@ -241,6 +257,20 @@ impl Metrics {
                 class,
             })
             .inc();
+    }
+
+    /// A request served by an unpriced route (`model`: a catalog name).
+    pub fn unpriced(&self, model: &str) {
+        self.unpriced
+            .get_or_create(&ModelOnly {
+                model: model.to_string(),
+            })
+            .inc();
+    }
+
+    /// A request refused by a rate limit (`reason`: e.g. `key_requests`, `org_tokens`).
+    pub fn rate_limited(&self, reason: &'static str) {
+        self.rate_limited.get_or_create(&Reason { reason }).inc();
     }
 
     pub fn connection_refused(&self, reason: &'static str) {

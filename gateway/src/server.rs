@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::config::Config;
 use crate::pipeline::upstream::Upstreams;
@@ -56,6 +56,21 @@ pub fn serve(config: Config) -> Result<()> {
         anyhow::Ok((store, usage))
     })?;
     let services = Arc::new(GatewayServices::new(&config, store.clone(), secret));
+    // Orgs below their low-balance threshold get one webhook per crossing.
+    let _alerts = {
+        let _entered = background.enter();
+        crate::alerts::spawn_low_balance_alerts(
+            store.clone(),
+            config.key_secret()?,
+            config.low_balance_check,
+        )
+    };
+    // Key and org changes reach the caches at once (this process, and other replicas through
+    // PostgreSQL's NOTIFY).
+    let _invalidation = {
+        let _entered = background.enter();
+        crate::services::spawn_invalidation(services.clone(), &store, &config.database_url)
+    };
     // Expired Responses state is deleted in the background (reads past expiry already miss).
     let _purge = {
         let _entered = background.enter();
@@ -108,7 +123,19 @@ pub fn serve(config: Config) -> Result<()> {
     };
     tracing::info!(listen = %config.listen, admin = %config.admin_listen, database = %config.database_url,
         plugins = %config.plugin_dir.display(), "tollgate starting");
+    // BYOK keys: a missing or wrong master key is said loudly here; requests that do not use
+    // BYOK are served regardless.
+    let byok = Arc::new(
+        crate::byok::ByokKeys::new(store.clone(), &config.byok)
+            .context("loading the BYOK master key")?,
+    );
+    match background.block_on(byok.check()) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(keys = n, "BYOK provider keys stored and openable"),
+        Err(e) => tracing::error!(error = %e, "BYOK provider keys cannot be used"),
+    }
     let state = Arc::new(AppState {
+        byok,
         upstreams: Upstreams::new(&config),
         registry,
         services,

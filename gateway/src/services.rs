@@ -11,13 +11,17 @@ use std::time::{Duration, Instant};
 use crate::config::Config;
 use crate::plugins::bindings::{ApiKeyInfo, Price};
 use crate::plugins::HostServices;
-use crate::store::{Store, StoreError};
+use crate::store::{ApiKey, Org, Store, StoreError};
+use std::sync::Arc;
 
 pub struct GatewayServices {
     secret: Vec<u8>,
     store: Store,
     /// key hash -> (fetched at, key record). None: no such key (cached too, against floods).
-    keys: moka::sync::Cache<String, (Instant, Option<ApiKeyInfo>)>,
+    /// Entries are dropped at once when a key changes (this process, or PostgreSQL NOTIFY).
+    keys: moka::sync::Cache<String, (Instant, Option<Arc<ApiKey>>)>,
+    /// org id -> (fetched at, org record: its rate limits).
+    orgs: moka::sync::Cache<String, (Instant, Option<Arc<Org>>)>,
     balances: moka::sync::Cache<String, (Instant, Option<i64>)>,
     refreshing: Refreshing,
     prices: HashMap<(String, String), Price>,
@@ -102,6 +106,10 @@ impl GatewayServices {
                 .max_capacity(100_000)
                 .time_to_live(KEY_TTL * 2)
                 .build(),
+            orgs: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(KEY_TTL * 2)
+                .build(),
             balances: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(BALANCE_TTL * 2)
@@ -124,16 +132,42 @@ impl GatewayServices {
         if !refresh {
             return Ok(());
         }
-        let info = self.store.key_by_hash(&hash).await?.map(|k| ApiKeyInfo {
-            key_id: k.id,
-            org_id: k.org_id,
-            prefix: k.prefix,
-            revoked: k.revoked_at.is_some(),
-            expires_at_ms: u64::try_from(k.expires_at).unwrap_or(0),
-            scopes: k.scopes,
-        });
+        let info = self.store.key_by_hash(&hash).await?.map(Arc::new);
         self.keys.insert(hash, (Instant::now(), info));
         Ok(())
+    }
+
+    /// The key record the presented key hashes to (after [`Self::prefetch_key`]).
+    pub fn key_record(&self, presented: &str) -> Option<(String, Arc<ApiKey>)> {
+        let hash = self.hash(presented);
+        let key = self.keys.get(&hash).and_then(|(_, k)| k)?;
+        Some((hash, key))
+    }
+
+    /// Forgets a key record (it changed): the next request reads it again.
+    pub fn forget_key(&self, key_hash: &str) {
+        self.keys.invalidate(key_hash);
+    }
+
+    /// Forgets an org record (its limits changed).
+    pub fn forget_org(&self, org_id: &str) {
+        self.orgs.invalidate(org_id);
+    }
+
+    /// The org's record (rate limits), read through a short-lived cache.
+    pub async fn org(&self, org_id: &str) -> Result<Option<Arc<Org>>, StoreError> {
+        let claim_key = format!("org:{org_id}");
+        let entry = self.orgs.get(org_id);
+        let (refresh, _claim) = must_refresh(entry.clone(), KEY_TTL, &self.refreshing, &claim_key);
+        if !refresh {
+            if let Some((_, org)) = entry {
+                return Ok(org);
+            }
+        }
+        let org = self.store.org(org_id).await?.map(Arc::new);
+        self.orgs
+            .insert(org_id.to_string(), (Instant::now(), org.clone()));
+        Ok(org)
     }
 
     /// Makes sure the org's balance is in memory for the billing plugin.
@@ -170,7 +204,16 @@ impl HostServices for GatewayServices {
         self.hash(presented)
     }
     fn lookup_api_key(&self, key_hash: &str) -> Option<ApiKeyInfo> {
-        self.keys.get(key_hash).and_then(|(_, info)| info)
+        let key = self.keys.get(key_hash).and_then(|(_, k)| k)?;
+        Some(ApiKeyInfo {
+            key_id: key.id.clone(),
+            org_id: key.org_id.clone(),
+            prefix: key.prefix.clone(),
+            // Disabled, expired or a rotated-out secret: refused as revoked by any plugin.
+            revoked: key.refusal(key_hash, crate::store::now_ms()).is_some(),
+            expires_at_ms: u64::try_from(key.expires_at).unwrap_or(0),
+            scopes: key.scopes.to_stored(),
+        })
     }
     fn credit_balance(&self, org_id: &str) -> Option<i64> {
         self.balances.get(org_id).and_then(|(_, b)| b)
@@ -179,5 +222,88 @@ impl HostServices for GatewayServices {
         self.prices
             .get(&(provider.to_string(), model.to_string()))
             .copied()
+    }
+}
+
+/// Keeps the key and org caches true to the store: changes made through this process arrive on
+/// [`Store::key_changes`]; on PostgreSQL, changes made by any process (another replica, the
+/// CLI) arrive by `LISTEN tollgate_keys` / `tollgate_orgs`. While the listener is down (it
+/// reconnects with backoff) the caches' 2 s trust period still bounds how late a change lands,
+/// and after a reconnect every cached key is dropped (notifications may have been missed).
+pub fn spawn_invalidation(
+    services: Arc<GatewayServices>,
+    store: &Store,
+    database_url: &str,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    let mut local = store.key_changes();
+    let s = services.clone();
+    tasks.push(tokio::spawn(async move {
+        loop {
+            match local.recv().await {
+                Ok(change) => s.apply_change(&change),
+                // Missed some: drop everything rather than keep a stale record.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => s.forget_all(),
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }));
+    if store.kind() == crate::store::DbKind::Postgres {
+        let url = database_url.to_string();
+        tasks.push(tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                match listen(&services, &url).await {
+                    Ok(()) => backoff = Duration::from_millis(100),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "key change listener failed; reconnecting");
+                    }
+                }
+                services.forget_all();
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }));
+    }
+    tasks
+}
+
+/// One listening session: returns when the connection ends.
+async fn listen(services: &GatewayServices, url: &str) -> Result<(), sqlx::Error> {
+    let mut listener = sqlx::postgres::PgListener::connect(url).await?;
+    listener.listen_all([KEY_CHANNEL, ORG_CHANNEL]).await?;
+    // Anything cached before the listener was up may have missed a change.
+    services.forget_all();
+    loop {
+        // `None`: the connection was lost; sqlx reconnects on the next call, but whatever was
+        // announced meanwhile is lost, so nothing cached can be trusted.
+        let Some(n) = listener.try_recv().await? else {
+            services.forget_all();
+            continue;
+        };
+        match n.channel() {
+            KEY_CHANNEL => services.forget_key(n.payload()),
+            ORG_CHANNEL => services.forget_org(n.payload()),
+            _ => {}
+        }
+    }
+}
+
+/// PostgreSQL channels announcing key and org changes (payload: key hash, org id).
+pub const KEY_CHANNEL: &str = "tollgate_keys";
+pub const ORG_CHANNEL: &str = "tollgate_orgs";
+
+impl GatewayServices {
+    /// A change announced in this process: `org:<id>` for an org, else a key hash.
+    fn apply_change(&self, change: &str) {
+        match change.strip_prefix("org:") {
+            Some(org) => self.forget_org(org),
+            None => self.forget_key(change),
+        }
+    }
+
+    fn forget_all(&self) {
+        self.keys.invalidate_all();
+        self.orgs.invalidate_all();
     }
 }

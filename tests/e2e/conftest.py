@@ -61,6 +61,8 @@ MODELS = {
     "gpt-no-usage": ["openai_no_usage"],
     "gpt-cached": ["openai_cached"],
     "gpt-catalog": ["openai_ok", "openai_tools"],
+    # A route with no price (refused under the default unpriced_models = "refuse").
+    "gpt-unpriced": ["openai_ok"],
 }
 # Every route's price unless MODEL_SETTINGS says otherwise (USD per million tokens).
 DEFAULT_ROUTE_PRICE = {"input_per_mtok": 1.0, "output_per_mtok": 2.0}
@@ -75,6 +77,7 @@ CATALOG_MODEL = {
 }
 MODEL_SETTINGS = {
     "claude-pass": {"route": {"cache_write_per_mtok": 1.25, "cache_read_per_mtok": 0.1}},
+    "gpt-unpriced": {"route": {"input_per_mtok": 0, "output_per_mtok": 0}},
     "embed-mock": {"kind": "embedding", "context_length": 8192, "route": {"input_per_mtok": 3.0}},
     "gpt-catalog": {**CATALOG_MODEL, "route": {"input_per_mtok": 2.5, "output_per_mtok": 10.0,
                                                "cache_read_per_mtok": 1.25}},
@@ -121,7 +124,8 @@ def route_settings(model):
 class Gateway:
     """A `tollgate serve` process with its own config, plugin directory and database.
     `env` adds environment variables; `usage_flush_ms`, `upstream_timeout_ms` and
-    `grace_period_seconds` set those settings; `server_settings` adds keys to `[server]` (e.g.
+    `grace_period_seconds` set those settings; `extra_toml` adds whole sections; `share_db_with`
+    (another Gateway) makes this one a second replica on its database; `server_settings` adds keys to `[server]` (e.g.
     `{"responses_ttl_seconds": 2}`); `cache_dir` shares compiled plugins between gateways of one
     test session. A module sets any of these for its `gw` with GATEWAY_OPTIONS.
 
@@ -131,7 +135,8 @@ class Gateway:
     providers are all present, with MODEL_SETTINGS."""
 
     def __init__(self, tmp: Path, db: str, mocks: dict, ca_file: Path, env=None, usage_flush_ms=50,
-                 upstream_timeout_ms=10000, cache_dir=None, grace_period_seconds=0, server_settings=None):
+                 upstream_timeout_ms=10000, cache_dir=None, grace_period_seconds=0, server_settings=None,
+                 share_db_with=None, extra_toml=""):
         self.tmp = tmp
         self.db = db
         self.port = free_port()
@@ -141,7 +146,10 @@ class Gateway:
         self.plugin_dir = tmp / "plugins"
         shutil.copytree(PLUGINS, self.plugin_dir, ignore=shutil.ignore_patterns(".*"))
         self.pg_db = None
-        if db == "postgres":
+        if share_db_with is not None:
+            # A second replica: the same database (dropped by the first's stop).
+            self.db_url = share_db_with.db_url
+        elif db == "postgres":
             self.pg_db = f"tollgate_e2e_{secrets.token_hex(4)}"
             subprocess.run(["psql", PG_URL, "-qc", f"CREATE DATABASE {self.pg_db}"], check=True, capture_output=True)
             self.db_url = PG_URL.rsplit("/", 1)[0] + "/" + self.pg_db
@@ -188,6 +196,7 @@ dir = "{self.plugin_dir}"
 [limits]
 max_body_bytes = 65536
 upstream_timeout_ms = {upstream_timeout_ms}
+{extra_toml}
 {''.join(providers)}
 {model_text}
 """)

@@ -207,7 +207,19 @@ impl Config {
                     );
                 }
                 let what = format!("models '{}' route '{}'", m.name, r.provider);
+                let priced = [
+                    Some(r.input_per_mtok),
+                    Some(r.output_per_mtok),
+                    r.cache_read_per_mtok,
+                    r.cache_write_per_mtok,
+                ]
+                .iter()
+                .any(|p| p.is_some_and(|v| v > 0.0));
+                if r.free && priced {
+                    bail!("{what}: `free = true` with prices set; choose one");
+                }
                 routes.push(Route {
+                    unpriced: !priced && !r.free,
                     upstream_model: r.model.unwrap_or_else(|| m.name.clone()),
                     price: Price {
                         input: usd_per_mtok(r.input_per_mtok, &what)?,
@@ -397,6 +409,29 @@ impl Config {
                 .reserve_credits
                 .or(d.limits.reserve_credits)
                 .unwrap_or(true),
+            unpriced_models: match f
+                .limits
+                .unpriced_models
+                .as_deref()
+                .or(d.limits.unpriced_models.as_deref())
+                .unwrap_or("refuse")
+            {
+                "refuse" => UnpricedPolicy::Refuse,
+                "alert" => UnpricedPolicy::Alert,
+                other => {
+                    bail!("limits.unpriced_models: '{other}' is not one of \"refuse\", \"alert\"")
+                }
+            },
+            low_balance_check: ms(
+                f.server.low_balance_check_ms,
+                d.server.low_balance_check_ms,
+                5000,
+            ),
+            usage_cost_in_responses: f
+                .server
+                .usage_cost_in_responses
+                .or(d.server.usage_cost_in_responses)
+                .unwrap_or(true),
             responses_ttl: Duration::from_secs(
                 f.server
                     .responses_ttl_seconds
@@ -410,6 +445,18 @@ impl Config {
                     .unwrap_or(1000)
                     .max(10),
             ),
+            byok: ByokSettings {
+                master_key_env: pick(
+                    f.byok.master_key_env,
+                    d.byok.master_key_env,
+                    "TOLLGATE_MASTER_KEY",
+                ),
+                master_key_file: f.byok.master_key_file.or(d.byok.master_key_file),
+                fee_percent: match f.byok.fee_percent.or(d.byok.fee_percent).unwrap_or(0.0) {
+                    p if (0.0..=100.0).contains(&p) => p,
+                    p => bail!("byok.fee_percent: {p} is not between 0 and 100"),
+                },
+            },
         };
         Ok(config)
     }

@@ -100,6 +100,17 @@ pub struct Route {
     pub provider: String,
     pub upstream_model: String,
     pub price: Price,
+    /// No price configured and not declared `free`: see [`UnpricedPolicy`].
+    pub unpriced: bool,
+}
+
+/// What happens to a route with no price (`[limits] unpriced_models`): never silently free.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnpricedPolicy {
+    /// Not offered to routing; a model with only unpriced routes is refused, naming the policy.
+    Refuse,
+    /// Served at no charge, with a warning in the log and `tollgate_unpriced_requests_total`.
+    Alert,
 }
 
 /// What a client connection may hold, and for how long (the front door enforces these before a
@@ -178,5 +189,33 @@ pub struct Config {
     /// Reserve each request's worst-case cost (the billing stage's hold) in the database before
     /// it goes upstream, so concurrent requests and replicas cannot overspend.
     pub reserve_credits: bool,
+    pub unpriced_models: UnpricedPolicy,
     pub responses_purge_interval: Duration,
+    /// Add `usage.cost` (USD, what the request was charged) to OpenAI-format answers.
+    pub usage_cost_in_responses: bool,
+    /// How often balances are checked against low-balance thresholds (webhooks).
+    pub low_balance_check: Duration,
+    /// BYOK: where the master key comes from, and the fee on BYOK requests (`[byok]`).
+    pub byok: ByokSettings,
+}
+
+/// `[byok]`: the master key that seals org-provided provider keys, and the fee on BYOK requests.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ByokSettings {
+    /// Env var holding the master key (base64 or 64 hex digits), checked first.
+    pub master_key_env: String,
+    /// File holding the master key (mode 0600), used when the env var is unset or empty.
+    pub master_key_file: Option<PathBuf>,
+    /// Percent of a BYOK request's cost charged as credits (0: BYOK requests are free).
+    pub fee_percent: f64,
+}
+
+impl Default for ByokSettings {
+    fn default() -> Self {
+        ByokSettings {
+            master_key_env: "TOLLGATE_MASTER_KEY".into(),
+            master_key_file: None,
+            fee_percent: 0.0,
+        }
+    }
 }

@@ -13,6 +13,7 @@ pub struct File {
     pub limits: Limits,
     pub providers: BTreeMap<String, Provider>,
     pub models: Vec<Model>,
+    pub byok: Byok,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -38,6 +39,10 @@ pub struct Server {
     pub responses_ttl_seconds: Option<u64>,
     /// How often expired Responses state is deleted.
     pub responses_purge_interval_ms: Option<u64>,
+    /// Add `usage.cost` (USD) to OpenAI-format answers.
+    pub usage_cost_in_responses: Option<bool>,
+    /// How often orgs' balances are checked against their low-balance thresholds.
+    pub low_balance_check_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -94,6 +99,8 @@ pub struct Limits {
     pub max_json_depth: Option<usize>,
     /// Hold each request's worst-case cost against the balance before it goes upstream.
     pub reserve_credits: Option<bool>,
+    /// `refuse` (default) or `alert`: what happens to a route with no price.
+    pub unpriced_models: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -141,4 +148,17 @@ pub struct Route {
     pub cache_read_per_mtok: Option<f64>,
     #[serde(default)]
     pub cache_write_per_mtok: Option<f64>,
+    /// The route is free on purpose (no prices): served even under `unpriced_models = "refuse"`.
+    #[serde(default)]
+    pub free: bool,
+}
+
+/// `[byok]`: org-provided provider keys.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Byok {
+    pub master_key_env: Option<String>,
+    pub master_key_file: Option<PathBuf>,
+    /// Percent of a BYOK request's cost charged as credits.
+    pub fee_percent: Option<f64>,
 }

@@ -44,3 +44,41 @@ fn file_overrides_and_errors_name_the_field() {
         "{err:#}"
     );
 }
+
+#[test]
+fn routes_without_prices_are_unpriced_unless_declared_free() {
+    let text = |policy: &str| {
+        format!(
+            r#"
+        [limits]
+        {policy}
+        [providers.mock]
+        base_url = "http://127.0.0.1:9999/v1"
+        transform = "provider-openai"
+        [[models]]
+        name = "nothing"
+        routes = [{{ provider = "mock" }}]
+        [[models]]
+        name = "gift"
+        routes = [{{ provider = "mock", free = true }}]
+        [[models]]
+        name = "cached"
+        routes = [{{ provider = "mock", cache_read_per_mtok = 0.1 }}]
+        "#
+        )
+    };
+    let c = Config::from_toml(&text("")).unwrap();
+    assert_eq!(c.unpriced_models, UnpricedPolicy::Refuse);
+    assert!(c.models["nothing"][0].unpriced);
+    assert!(!c.models["gift"][0].unpriced);
+    assert!(!c.models["cached"][0].unpriced);
+    let c = Config::from_toml(&text("unpriced_models = \"alert\"")).unwrap();
+    assert_eq!(c.unpriced_models, UnpricedPolicy::Alert);
+    let err = Config::from_toml(&text("unpriced_models = \"free\"")).unwrap_err();
+    assert!(format!("{err:#}").contains("unpriced_models"), "{err:#}");
+    let err = Config::from_toml(
+        "[providers.m]\nbase_url='http://a'\ntransform='t'\n[[models]]\nname='x'\nroutes=[{provider='m', free=true, input_per_mtok=1}]",
+    )
+    .unwrap_err();
+    assert!(format!("{err:#}").contains("free"), "{err:#}");
+}

@@ -38,8 +38,9 @@ pub enum Tried {
 
 /// Performs one attempt.
 pub trait AttemptRunner {
-    /// `Err`: the request was refused outright (no further attempts).
-    async fn try_once(&mut self, attempt: &Attempt) -> Result<Tried, ApiError>;
+    /// Attempt number `index` of the plan. `Err`: the request was refused outright (no
+    /// further attempts).
+    async fn try_once(&mut self, index: usize, attempt: &Attempt) -> Result<Tried, ApiError>;
 }
 
 /// How the attempts ended.
@@ -72,7 +73,7 @@ pub async fn run_attempts<R: AttemptRunner>(
             error,
             latency,
         };
-        match runner.try_once(attempt).await? {
+        match runner.try_once(index, attempt).await? {
             Tried::Answered {
                 status,
                 answer,
@@ -150,7 +151,7 @@ mod tests {
         tried: Vec<String>,
     }
     impl AttemptRunner for Scripted {
-        async fn try_once(&mut self, a: &Attempt) -> Result<Tried, ApiError> {
+        async fn try_once(&mut self, _: usize, a: &Attempt) -> Result<Tried, ApiError> {
             self.tried.push(a.provider.clone());
             let latency = Duration::from_millis(5);
             let answered = |end, status| Tried::Answered {
@@ -161,6 +162,7 @@ mod tests {
                     charge: true,
                     end,
                     estimated: false,
+                    charged: None,
                 },
                 latency,
             };

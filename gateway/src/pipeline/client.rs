@@ -48,6 +48,9 @@ impl Request<'_> {
             // Anthropic's SDKs read the request id from `request-id`.
             let _ = resp.insert_header("request-id", self.id.as_str());
         }
+        for (name, value) in self.extra_headers.lock().iter() {
+            let _ = resp.insert_header(*name, value.as_str());
+        }
         if matches!(status, 408 | 413 | 431) {
             // The rest of what the client sent cannot be trusted to frame a next request.
             session.set_keepalive(None);
@@ -151,6 +154,8 @@ pub(super) struct SessionSink<'s> {
     pub session: &'s mut Session,
     pub request_id: &'s str,
     pub format: ApiFormat,
+    /// The request's extra headers (`x-ratelimit-*`).
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl ClientSink for SessionSink<'_> {
@@ -163,6 +168,9 @@ impl ClientSink for SessionSink<'_> {
         let _ = resp.insert_header("x-request-id", self.request_id);
         if self.format == ApiFormat::AnthropicMessages {
             let _ = resp.insert_header("request-id", self.request_id);
+        }
+        for (name, value) in &self.headers {
+            let _ = resp.insert_header(*name, value.as_str());
         }
         self.session
             .write_response_header(Box::new(resp), false)

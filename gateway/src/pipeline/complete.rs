@@ -1,5 +1,6 @@
 //! Complete (non-streamed) responses: read the upstream body under its bounds, translate it
-//! with the transform plugin, send it.
+//! with the transform plugin, price it (`usage.cost` in the answer, as OpenRouter reports it),
+//! send it.
 
 use pingora_proxy::Session;
 
@@ -7,9 +8,35 @@ use super::adapt::{estimate_output, Adapting};
 use super::context::Request;
 use super::outcome::{Answer, AttemptError, StreamEnd, CLIENT_GONE, NO_USAGE};
 use super::upstream::{AttemptFailure, UpstreamResponse};
-use crate::plugins::bindings::TransformCtx;
-use crate::plugins::bindings::Usage;
+use crate::api_error::ApiFormat;
+use crate::plugins::bindings::{Charge, Price, Principal, TransformCtx, Usage};
 use crate::plugins::{LoadedPlugin, Stage};
+
+/// What an answer is priced with.
+#[derive(Clone, Copy)]
+pub(super) struct Pricing<'p> {
+    pub who: &'p Principal,
+    pub provider: &'p str,
+    pub price: Price,
+    pub byok: bool,
+}
+
+/// The answer with `usage.cost` (USD) added, for the OpenAI formats (OpenRouter's field; the
+/// SDKs keep unknown usage fields). Anything not a JSON object with a `usage` object is left
+/// as it is.
+pub(super) fn with_cost(body: Vec<u8>, charge: &Charge) -> Vec<u8> {
+    let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return body;
+    };
+    let Some(usage) = value.get_mut("usage").and_then(|u| u.as_object_mut()) else {
+        return body;
+    };
+    usage.insert(
+        "cost".into(),
+        serde_json::json!(charge.amount_micros as f64 / 1e6),
+    );
+    serde_json::to_vec(&value).unwrap_or(body)
+}
 
 impl Request<'_> {
     /// Reads a complete upstream response, translates it and sends it. A failure to read the
@@ -22,6 +49,7 @@ impl Request<'_> {
         ctx: &TransformCtx,
         mut response: UpstreamResponse,
         adapting: Option<&mut Adapting<'_>>,
+        pricing: Pricing<'_>,
     ) -> Result<Answer, AttemptFailure> {
         let limit = self.state.upstreams.limits.max_body_bytes;
         let body = response.read_to_end(limit).await?;
@@ -49,6 +77,7 @@ impl Request<'_> {
                     charge: false,
                     end: StreamEnd::Failed(AttemptError::RefusedAnswer),
                     estimated: false,
+                    charged: None,
                 });
             }
         };
@@ -87,6 +116,28 @@ impl Request<'_> {
             },
             None => NO_USAGE,
         };
+        // Priced before sending when the provider reported usage, so the answer can say it.
+        let charged = (!estimated
+            && (200..300).contains(&out.status)
+            && super::outcome::usage_tokens(&usage) > 0)
+            .then(|| {
+                self.decide_charge(
+                    pricing.who,
+                    pricing.provider,
+                    pricing.price,
+                    usage,
+                    pricing.byok,
+                )
+            })
+            .flatten();
+        let body = match (&charged, self.format) {
+            (Some(c), ApiFormat::OpenaiChat | ApiFormat::OpenaiResponses)
+                if self.state.config.usage_cost_in_responses =>
+            {
+                with_cost(body, c)
+            }
+            _ => body,
+        };
         if self.respond(session, out.status, &content_type, body).await {
             Ok(Answer {
                 status: out.status,
@@ -94,6 +145,7 @@ impl Request<'_> {
                 charge: true,
                 end: StreamEnd::Complete,
                 estimated,
+                charged,
             })
         } else {
             // The client never received the answer: record the tokens, charge nothing.
@@ -103,6 +155,7 @@ impl Request<'_> {
                 charge: false,
                 end: StreamEnd::ClientGone,
                 estimated,
+                charged: None,
             })
         }
     }

@@ -23,6 +23,8 @@ pub struct Request<'a> {
     pub(super) client_ip: String,
     /// Credits are held for this request (released when its usage is recorded).
     pub(super) held: std::sync::atomic::AtomicBool,
+    /// Headers every answer carries (`x-ratelimit-*`, `retry-after`).
+    pub(super) extra_headers: parking_lot::Mutex<Vec<(&'static str, String)>>,
 }
 
 impl<'a> Request<'a> {
@@ -38,6 +40,7 @@ impl<'a> Request<'a> {
                 .map(|a| a.ip().to_string())
                 .unwrap_or_default(),
             held: std::sync::atomic::AtomicBool::new(false),
+            extra_headers: Default::default(),
         }
     }
 
@@ -105,6 +108,7 @@ impl<'a> Request<'a> {
                 .await
                 .map_err(|e| ApiError::internal(format!("key lookup failed: {e}")))?;
         }
+        self.refuse_stored_key(session)?;
         let head = RequestHead {
             id: self.id.clone(),
             method: req.method.as_str().to_string(),

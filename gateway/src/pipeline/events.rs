@@ -4,10 +4,11 @@
 
 use serde::Deserialize;
 
+use super::complete::{with_cost, Pricing};
 use super::context::Request;
 use super::stream::{EventTranslator, StreamFault};
 use crate::api_error::{ApiError, ApiFormat};
-use crate::plugins::bindings::{SseEvent, TransformCtx, Usage};
+use crate::plugins::bindings::{Charge, SseEvent, TransformCtx, Usage};
 use crate::plugins::{LoadedPlugin, Stage};
 
 /// One OpenAI stream chunk, for counting delivered text when usage never arrives.
@@ -56,6 +57,10 @@ pub(super) struct PluginEvents<'r, 'a> {
     saw_done: bool,
     /// The format of the events the plugin produces (its error events take that shape).
     format: ApiFormat,
+    /// How to price the stream's usage chunk (`usage.cost`), when the client reads chat chunks.
+    pricing: Option<Pricing<'r>>,
+    /// The charge shown in the stream, with the usage it was computed for.
+    charged: Option<(Usage, Charge)>,
 }
 
 impl<'r, 'a> PluginEvents<'r, 'a> {
@@ -74,6 +79,48 @@ impl<'r, 'a> PluginEvents<'r, 'a> {
             delivered_chars: 0,
             saw_done: false,
             format: ctx.client_format,
+            pricing: None,
+            charged: None,
+        }
+    }
+
+    /// Prices the usage chunk of an OpenAI chat stream the client reads as it is.
+    pub(super) fn priced(mut self, pricing: Pricing<'r>) -> Self {
+        let req = self.req;
+        if req.state.config.usage_cost_in_responses
+            && req.format == ApiFormat::OpenaiChat
+            && self.format == ApiFormat::OpenaiChat
+        {
+            self.pricing = Some(pricing);
+        }
+        self
+    }
+
+    /// Adds `usage.cost` to the chunks that carry usage.
+    fn add_cost(&mut self, events: &mut [SseEvent]) {
+        let (Some(p), Some(usage)) = (&self.pricing, self.usage) else {
+            return;
+        };
+        if super::outcome::usage_tokens(&usage) == 0 {
+            return;
+        }
+        for e in events.iter_mut() {
+            if !e.data.contains("\"usage\"") {
+                continue;
+            }
+            let charge = match &self.charged {
+                Some((u, c)) if *u == usage => c.clone(),
+                _ => match self
+                    .req
+                    .decide_charge(p.who, p.provider, p.price, usage, p.byok)
+                {
+                    Some(c) => c,
+                    None => return,
+                },
+            };
+            let data = std::mem::take(&mut e.data).into_bytes();
+            e.data = String::from_utf8(with_cost(data, &charge)).unwrap_or_default();
+            self.charged = Some((usage, charge));
         }
     }
 
@@ -102,8 +149,12 @@ impl EventTranslator for PluginEvents<'_, '_> {
                 if o.usage.is_some() {
                     self.usage = o.usage;
                 }
-                self.take(&o.events);
-                Ok(o.events)
+                let mut events = o.events;
+                if o.usage.is_some() {
+                    self.add_cost(&mut events);
+                }
+                self.take(&events);
+                Ok(events)
             }
             Ok(Err(reject)) => Err(StreamFault::Rejected(ApiError::from(&reject))),
             Err(e) => {
@@ -157,6 +208,13 @@ impl EventTranslator for PluginEvents<'_, '_> {
 
     fn delivered_chars(&self) -> u64 {
         self.delivered_chars
+    }
+
+    fn charged(&self) -> Option<Charge> {
+        match (&self.charged, self.usage) {
+            (Some((u, c)), Some(now)) if *u == now => Some(c.clone()),
+            _ => None,
+        }
     }
 }
 

@@ -1,6 +1,8 @@
 //! The request path: one request through the five stages, a file per concern.
 //!
 //! ```text
+//! account.rs GET /v1/key (the key's limits and spend), GET /v1/generation (one request)
+//! access.rs  what the calling key may do: its state, scopes, rate limits (host-enforced)
 //! context.rs   the request context (id, timing, client format) and stage-call helpers, auth
 //! client.rs    the client side: body under limits, answers, the stream's sink
 //! routes.rs    the client API routes: chat, Messages, Responses, embeddings, stored responses
@@ -8,6 +10,7 @@
 //! call.rs      one call parsed for its API: summary, client and canonical bodies
 //! adapt.rs     client-format adapters in the path (formats crate), usage estimates
 //! responses.rs Responses API conversation state (previous_response_id, GET/DELETE)
+//! byok.rs     whose provider key each attempt uses (the org's own, or the gateway's)
 //! attempts.rs  the attempt loop with fallback; what to say when every attempt failed
 //! upstream.rs  upstream I/O: connectors, per-phase bounds, provider health
 //! complete.rs  complete responses through transform.response
@@ -21,8 +24,11 @@
 //! body can be re-transformed per provider and fallback happens strictly before the first byte
 //! reaches the client. `proxy/` is only the Pingora adapter that hands requests in.
 
+mod access;
+mod account;
 mod adapt;
 mod attempts;
+mod byok;
 mod call;
 mod client;
 mod complete;
@@ -59,4 +65,6 @@ pub struct AppState {
     pub upstreams: Upstreams,
     /// Open client connections on the API listener, capped by the front door.
     pub connections: Arc<Connections>,
+    /// Orgs' own provider keys (BYOK), decrypted into a short-lived cache.
+    pub byok: Arc<crate::byok::ByokKeys>,
 }

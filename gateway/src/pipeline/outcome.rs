@@ -8,7 +8,7 @@ use std::fmt;
 use std::time::Duration;
 
 use super::upstream::{AttemptFailure, BodyError};
-use crate::plugins::bindings::{Price, Usage};
+use crate::plugins::bindings::{Charge, Price, Usage};
 
 /// No tokens.
 pub const NO_USAGE: Usage = Usage {
@@ -133,6 +133,8 @@ pub struct Answer {
     /// The provider reported no usage: `usage` is the gateway's estimate (input tokens are
     /// added from the request at settlement).
     pub estimated: bool,
+    /// The charge, when decided before the answer was sent (`usage.cost` in it).
+    pub charged: Option<Charge>,
 }
 
 impl Answer {
@@ -144,6 +146,7 @@ impl Answer {
             charge: true,
             end: StreamEnd::ClientGone,
             estimated: false,
+            charged: None,
         }
     }
 }
@@ -170,6 +173,10 @@ pub struct Outcome {
     pub charge: bool,
     /// `usage` is an estimate (the provider reported none).
     pub estimated: bool,
+    /// Served with the org's own provider key (BYOK): billing charges at most its fee.
+    pub byok: bool,
+    /// The charge, when it was decided before the answer was sent (to show it in the answer).
+    pub charged: Option<Charge>,
 }
 
 /// Usage of a stream that did not complete: what the provider reported so far, with output at

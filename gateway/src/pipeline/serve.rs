@@ -12,10 +12,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use pingora_proxy::Session;
 
+use super::access::Access;
 use super::adapt::{estimate_input, mode, Adapting, Mode};
 use super::attempts::{failure_error, run_attempts, AttemptRunner, Attempts, Tried};
+use super::byok::{Credential, Plan};
 use super::call::{self, Call};
 use super::client::SessionSink;
+use super::complete::Pricing;
 use super::context::Request;
 use super::events::PluginEvents;
 use super::outcome::{Outcome, CLIENT_GONE};
@@ -23,10 +26,10 @@ use super::stream::relay;
 use super::upstream::AttemptFailure;
 use crate::api_error::{ApiError, ApiFormat};
 use crate::catalog;
-use crate::config::ModelKind;
-use crate::plugins::bindings::{Attempt, Candidate, Principal, TransformCtx};
+use crate::config::{ModelKind, UnpricedPolicy};
+use crate::plugins::bindings::{Attempt, Candidate, Principal, RequestSummary, TransformCtx};
 use crate::plugins::Stage;
-use crate::store::Reservation;
+use crate::store::{KeyLimit, Reservation, SpendPeriod};
 
 /// Parses a body for its API (the call's history, for Responses, is loaded here too).
 pub(super) enum Parse {
@@ -50,6 +53,15 @@ impl Request<'_> {
             Ok(w) => w,
             Err(e) => return self.respond_error(session, &e, "").await,
         };
+        let access = match self.access(session, &who).await {
+            Ok(a) => a,
+            Err(e) => {
+                let summary = call::unparsed(self.format, &body);
+                self.record_failure(&who, &summary, e.status, Vec::new())
+                    .await;
+                return self.respond_error(session, &e, "").await;
+            }
+        };
         let call = match self.parse(session, parse, body.clone(), &who).await {
             Ok(c) => c,
             Err(e) => {
@@ -59,7 +71,7 @@ impl Request<'_> {
                 return self.respond_error(session, &e, "").await;
             }
         };
-        if let Err(e) = self.run(session, &who, &call).await {
+        if let Err(e) = self.run(session, &who, &access, &call).await {
             // Refused or failed after authentication (routing, billing, a plugin): still one
             // usage record, so every authenticated request is accounted for.
             self.record_failure(&who, &call.summary, e.status, Vec::new())
@@ -117,7 +129,7 @@ impl Request<'_> {
 
     /// The routes the catalog offers for the call's model, as the routing stage sees them
     /// (only providers that can serve the call's API).
-    fn candidates(&self, call: &Call) -> Vec<Candidate> {
+    fn candidates(&self, access: &Access, call: &Call) -> Vec<Candidate> {
         let state = self.state;
         state
             .config
@@ -128,6 +140,14 @@ impl Request<'_> {
             .filter_map(|route| {
                 let provider = state.config.providers.get(&route.provider)?;
                 mode(call, provider)?;
+                if route.unpriced && state.config.unpriced_models == UnpricedPolicy::Refuse {
+                    return None;
+                }
+                if let Some(key) = &access.key {
+                    if !key.scopes.allows_provider(&route.provider) {
+                        return None;
+                    }
+                }
                 Some(Candidate {
                     provider: route.provider.clone(),
                     upstream_model: route.upstream_model.clone(),
@@ -144,16 +164,60 @@ impl Request<'_> {
     async fn route_and_authorize(
         &self,
         who: &Principal,
+        access: &Access,
         call: &Call,
-    ) -> Result<Vec<Attempt>, ApiError> {
+    ) -> Result<Plan, ApiError> {
         let state = self.state;
         let summary = &call.summary;
-        let candidates = self.candidates(call);
+        let candidates = self.candidates(access, call);
+        let routes = state.config.models.get(&summary.model);
+        if candidates.is_empty()
+            && state.config.unpriced_models == UnpricedPolicy::Refuse
+            && routes.is_some_and(|r| !r.is_empty() && r.iter().all(|r| r.unpriced))
+        {
+            return Err(ApiError::new(
+                403,
+                "model_unpriced",
+                format!(
+                    "The model '{}' has no price configured, and this gateway refuses unpriced \
+                     models (limits.unpriced_models = \"refuse\"; mark a free route `free = true`).",
+                    summary.model
+                ),
+            ));
+        }
+        if candidates.is_empty() && routes.is_some() {
+            if let Some(key) = access
+                .key
+                .as_ref()
+                .filter(|k| !k.scopes.providers.is_empty())
+            {
+                return Err(ApiError::new(
+                    403,
+                    "permission_denied",
+                    format!(
+                        "This API key may not use any provider serving '{}' (its scopes allow: {}).",
+                        summary.model,
+                        key.scopes.providers.join(", ")
+                    ),
+                ));
+            }
+        }
         let routing = self.plugin(&state.config.routing_plugin, Stage::Routing)?;
         let attempts = self.stage_result(self.timed(Stage::Routing, || {
             routing.route(&self.id, who, summary, &candidates)
         }))?;
-        let Some(first) = attempts.first() else {
+        if attempts.is_empty() {
+            return Err(ApiError::new(
+                404,
+                "model_not_found",
+                format!(
+                    "The model '{}' does not exist or you do not have access to it.",
+                    summary.model
+                ),
+            ));
+        }
+        let plan = self.byok_plan(who, attempts).await?;
+        let Some(first) = plan.attempts.first() else {
             return Err(ApiError::new(
                 404,
                 "model_not_found",
@@ -163,6 +227,11 @@ impl Request<'_> {
                 ),
             ));
         };
+        // Served only with the org's own keys and no fee: nothing can be charged, so billing
+        // has nothing to authorize (a BYOK org needs no credits).
+        if plan.all_byok() && plan.fee_percent() <= 0.0 {
+            return Ok(plan);
+        }
         state
             .services
             .prefetch_balance(&who.org_id)
@@ -178,22 +247,43 @@ impl Request<'_> {
         let authorization = self.stage_result(self.timed(Stage::Billing, || {
             billing.authorize(&self.id, who, summary, &first.provider, price)
         }))?;
-        self.reserve(who, authorization.hold_micros).await?;
-        Ok(attempts)
+        // Served only with the org's own keys: only the BYOK fee can be charged.
+        let hold = if plan.all_byok() {
+            plan.fee_share(authorization.hold_micros)
+        } else {
+            authorization.hold_micros
+        };
+        self.reserve(who, access, hold).await?;
+        Ok(plan)
     }
 
-    /// Holds the request's worst-case cost against the org's balance, atomically in the
-    /// database (402 when it does not fit).
-    async fn reserve(&self, who: &Principal, hold_micros: u64) -> Result<(), ApiError> {
+    /// Holds the request's worst-case cost against the org's balance and the key's spend limit,
+    /// atomically in the database (402 when it does not fit).
+    async fn reserve(
+        &self,
+        who: &Principal,
+        access: &Access,
+        hold_micros: u64,
+    ) -> Result<(), ApiError> {
         if !self.state.config.reserve_credits || hold_micros == 0 {
             return Ok(());
         }
         let amount = i64::try_from(hold_micros).unwrap_or(i64::MAX);
+        let key_limit = access
+            .key
+            .as_ref()
+            .filter(|k| k.spend_limit_micros > 0)
+            .map(|k| KeyLimit {
+                key_id: k.id.clone(),
+                limit_micros: k.spend_limit_micros,
+                period: k.spend_period,
+            });
+        let now = crate::store::now_ms();
         let t = Instant::now();
         let reserved = self
             .state
             .store
-            .reserve(&who.org_id, &self.id, amount, crate::store::now_ms())
+            .reserve_for(&who.org_id, key_limit.as_ref(), &self.id, amount, now)
             .await;
         self.state.metrics.stage("reserve", t.elapsed());
         match reserved.map_err(|e| ApiError::internal(format!("reserving credits failed: {e}")))? {
@@ -211,6 +301,24 @@ impl Request<'_> {
                     available_micros as f64 / 1e6
                 ),
             )),
+            Reservation::KeyLimit { remaining_micros } => {
+                let period = key_limit.as_ref().map_or(SpendPeriod::Total, |k| k.period);
+                let resets = match period.end(now) {
+                    Some(end) => format!(" It resets in {} s.", (end - now + 999) / 1000),
+                    None => String::new(),
+                };
+                Err(ApiError::new(
+                    402,
+                    "key_limit_exceeded",
+                    format!(
+                        "This API key's {} spend limit is reached: this request may cost up to \
+                         ${:.6} and ${:.6} of the limit is left.{resets}",
+                        period.as_str(),
+                        amount as f64 / 1e6,
+                        remaining_micros as f64 / 1e6
+                    ),
+                ))
+            }
         }
     }
 
@@ -220,16 +328,24 @@ impl Request<'_> {
         &self,
         session: &mut Session,
         who: &Principal,
+        access: &Access,
         call: &Call,
     ) -> Result<(), ApiError> {
         let state = self.state;
         let summary = &call.summary;
-        let attempts = self.route_and_authorize(who, call).await?;
+        self.check_model_scope(access, call)?;
+        // RATE: self.admit(access, call).await?;
+        let Plan {
+            attempts,
+            credentials,
+            ..
+        } = self.route_and_authorize(who, access, call).await?;
         let mut runner = CallAttempt {
             req: self,
             session: &mut *session,
             call,
             who,
+            credentials: &credentials,
         };
         let result = run_attempts(&attempts, &mut runner).await?;
         match result {
@@ -239,6 +355,11 @@ impl Request<'_> {
                 records,
             } => {
                 let attempt = &attempts[index];
+                if self.unpriced_route(summary, attempt) {
+                    state.metrics.unpriced(self.model_label(&summary.model));
+                    tracing::warn!(model = %summary.model, provider = %attempt.provider,
+                        request = %self.id, "served by a route with no price: not charged (limits.unpriced_models = \"alert\")");
+                }
                 let mut usage = answer.usage;
                 if answer.estimated {
                     usage.input = usage.input.max(estimate_input_off_path(call).await);
@@ -255,6 +376,8 @@ impl Request<'_> {
                     usage,
                     charge: answer.charge,
                     estimated: answer.estimated,
+                    byok: credentials.get(index).is_some_and(Option::is_some),
+                    charged: answer.charged,
                 };
                 self.settle_and_log(who, summary, outcome, records).await;
             }
@@ -283,6 +406,21 @@ impl Request<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Whether `attempt` went through a route with no price (only possible under `alert`).
+    fn unpriced_route(&self, summary: &RequestSummary, attempt: &Attempt) -> bool {
+        self.state
+            .config
+            .models
+            .get(&summary.model)
+            .into_iter()
+            .flatten()
+            .any(|r| {
+                r.unpriced
+                    && r.provider == attempt.provider
+                    && r.upstream_model == attempt.upstream_model
+            })
     }
 
     /// A provider's error answer in the client's format (through its transform plugin, then
@@ -324,7 +462,7 @@ impl Request<'_> {
 
 /// Estimates input tokens on the blocking pool: the tokenizer over a large body is CPU work
 /// that must not hold a proxy worker.
-async fn estimate_input_off_path(call: &Call) -> u64 {
+pub(super) async fn estimate_input_off_path(call: &Call) -> u64 {
     let canonical = call.canonical_body().to_vec();
     let format = call.format;
     tokio::task::spawn_blocking(move || estimate_input(format, &canonical))
@@ -347,10 +485,12 @@ struct CallAttempt<'r, 'a, 's> {
     session: &'s mut Session,
     call: &'r Call,
     who: &'r Principal,
+    /// Per attempt: the org's own provider key (BYOK), or None for the provider's.
+    credentials: &'r [Option<Credential>],
 }
 
 impl AttemptRunner for CallAttempt<'_, '_, '_> {
-    async fn try_once(&mut self, attempt: &Attempt) -> Result<Tried, ApiError> {
+    async fn try_once(&mut self, index: usize, attempt: &Attempt) -> Result<Tried, ApiError> {
         let req = self.req;
         let state = req.state;
         let call = self.call;
@@ -400,10 +540,30 @@ impl AttemptRunner for CallAttempt<'_, '_, '_> {
         let sent = Instant::now();
         let result = state
             .upstreams
-            .send(provider, upstream_request, stream, total)
+            .send(
+                provider,
+                upstream_request,
+                stream,
+                total,
+                self.credentials
+                    .get(index)
+                    .and_then(Option::as_ref)
+                    .map(Credential::expose),
+            )
             .await;
         let latency = sent.elapsed();
         let mut adapting = (how == Mode::Adapted).then(|| Adapting::new(call, self.who));
+        let pricing = Pricing {
+            who: self.who,
+            provider: &attempt.provider,
+            price: catalog::route_price(
+                &state.config,
+                &call.summary.model,
+                &attempt.provider,
+                &attempt.upstream_model,
+            ),
+            byok: self.credentials.get(index).is_some_and(Option::is_some),
+        };
         // What the attempt produced: an answer (the client got it, or an error after its first
         // byte), or a failure before any byte reached the client.
         let (status, produced) = match result {
@@ -414,8 +574,10 @@ impl AttemptRunner for CallAttempt<'_, '_, '_> {
                         session: &mut *self.session,
                         request_id: &req.id,
                         format: req.format,
+                        headers: req.extra_headers.lock().clone(),
                     };
-                    let events = PluginEvents::new(req, &transform, &ctx, stream_state);
+                    let events =
+                        PluginEvents::new(req, &transform, &ctx, stream_state).priced(pricing);
                     let relayed = match adapting.as_ref() {
                         Some(a) => {
                             let mut adapted = a.events(events);
@@ -443,6 +605,7 @@ impl AttemptRunner for CallAttempt<'_, '_, '_> {
                             &ctx,
                             response,
                             adapting.as_mut(),
+                            pricing,
                         )
                         .await;
                     answer

@@ -5,7 +5,8 @@
 use super::context::Request;
 use super::outcome::{usage_tokens, AttemptRecord, Outcome, NO_USAGE};
 use crate::plugins::bindings::{
-    AttemptOutcome, Charge, Principal, RequestRecord, RequestSummary, RetentionDecision, Usage,
+    AttemptOutcome, Charge, Price, Principal, RequestRecord, RequestSummary, RetentionDecision,
+    Usage,
 };
 use crate::plugins::Stage;
 use crate::store::{now_ms, ChargeEntry, UsageEvent};
@@ -30,29 +31,15 @@ impl Request<'_> {
     ) {
         let state = self.state;
         let charge = if outcome.charge && usage_tokens(&outcome.usage) > 0 {
-            let billing = self
-                .plugin(&state.config.billing_plugin, Stage::Billing)
-                .ok();
-            let settled = billing.map(|b| {
-                self.timed(Stage::Billing, || {
-                    b.settle(
-                        &self.id,
-                        who,
-                        &outcome.provider,
-                        outcome.price,
-                        outcome.usage,
-                        false,
-                    )
-                })
-            });
-            match settled {
-                Some(Ok(c)) => Some(c),
-                Some(Err(e)) => {
-                    self.plugin_failed(&e);
-                    None
-                }
-                None => None,
-            }
+            outcome.charged.clone().or_else(|| {
+                self.decide_charge(
+                    who,
+                    &outcome.provider,
+                    outcome.price,
+                    outcome.usage,
+                    outcome.byok,
+                )
+            })
         } else {
             None
         };
@@ -91,6 +78,41 @@ impl Request<'_> {
         .await;
     }
 
+    /// What `usage` costs: `billing.settle` prices it; a request served with the org's own
+    /// provider key (BYOK) is charged `[byok] fee_percent` of that price (0 by default).
+    pub(super) fn decide_charge(
+        &self,
+        who: &Principal,
+        provider: &str,
+        price: Price,
+        usage: Usage,
+        byok: bool,
+    ) -> Option<Charge> {
+        let billing = self
+            .plugin(&self.state.config.billing_plugin, Stage::Billing)
+            .ok()?;
+        let settled = self.timed(Stage::Billing, || {
+            billing.settle(&self.id, who, provider, price, usage, false)
+        });
+        let charge = match settled {
+            Ok(c) => c,
+            Err(e) => {
+                self.plugin_failed(&e);
+                return None;
+            }
+        };
+        if !byok {
+            return Some(charge);
+        }
+        let fee = self.state.config.byok.fee_percent;
+        let amount =
+            crate::byok::fee_micros(i64::try_from(charge.amount_micros).unwrap_or(i64::MAX), fee);
+        Some(Charge {
+            amount_micros: amount as u64,
+            memo: format!("byok fee {fee}% {provider}"),
+        })
+    }
+
     /// Records a request that got no answer from a provider (refused, or every attempt failed):
     /// no tokens, no charge.
     pub(super) async fn record_failure(
@@ -126,6 +148,8 @@ impl Request<'_> {
         estimated: bool,
     ) {
         let state = self.state;
+        // The rate limiter's token windows get what was really used; concurrency is freed.
+        // RATE: self.settle_rate(usage.input + usage.output);
         let latency_ms = self.started.elapsed().as_millis() as u32;
         let record = RequestRecord {
             request_id: self.id.clone(),
@@ -212,6 +236,7 @@ impl Request<'_> {
         };
         let charge = charge.filter(|c| c.amount_micros > 0).map(|c| ChargeEntry {
             org_id: who.org_id.clone(),
+            key_id: who.key_id.clone(),
             request_id: self.id.clone(),
             amount_micros: c.amount_micros as i64,
             memo: c.memo,

@@ -110,6 +110,12 @@ pub trait EventTranslator {
     fn usage(&self) -> Option<Usage>;
     /// Characters of answer text produced so far (for the estimate when usage never comes).
     fn delivered_chars(&self) -> u64;
+
+    /// The charge decided while streaming (to show `usage.cost` in the stream), valid for the
+    /// usage [`EventTranslator::usage`] reports now; None when not decided or since changed.
+    fn charged(&self) -> Option<crate::plugins::bindings::Charge> {
+        None
+    }
 }
 
 fn encode_all(out: &mut BytesMut, events: &[SseEvent]) {
@@ -229,6 +235,7 @@ pub async fn relay<S: ClientSink, B: BodySource, T: EventTranslator>(
             charge: true,
             end,
             estimated: usage.is_none(),
+            charged: tr.charged(),
         },
         StreamEnd::ClientGone => Answer::client_gone(cut_usage(usage, chars)),
         StreamEnd::Failed(_) => Answer {
@@ -237,6 +244,7 @@ pub async fn relay<S: ClientSink, B: BodySource, T: EventTranslator>(
             charge: true,
             end,
             estimated: false,
+            charged: None,
         },
     };
     Ok(Relayed {

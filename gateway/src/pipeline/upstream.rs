@@ -255,6 +255,7 @@ impl Upstreams {
         request: UpstreamRequest,
         stream: bool,
         total: Duration,
+        credential: Option<&str>,
     ) -> Result<UpstreamResponse, AttemptFailure> {
         let started = Instant::now();
         let deadline = started + total;
@@ -281,7 +282,7 @@ impl Upstreams {
         session.set_read_timeout(Some(limits.first_byte));
         session.set_write_timeout(Some(limits.stall));
         let exchange = async {
-            let header = build_request(provider, &request, stream)
+            let header = build_request(provider, &request, stream, credential)
                 .map_err(|e| AttemptFailure::Other(e.to_string()))?;
             let io = |e: Box<pingora_core::Error>| match e.etype() {
                 pingora_core::ErrorType::ReadTimedout | pingora_core::ErrorType::WriteTimedout => {
@@ -347,10 +348,13 @@ impl Upstreams {
     }
 }
 
+/// The upstream request header; `credential` (the org's own key, BYOK) replaces the
+/// provider's configured key. Either is set here, by the host, never by a plugin.
 fn build_request(
     provider: &Provider,
     request: &UpstreamRequest,
     stream: bool,
+    credential: Option<&str>,
 ) -> pingora_core::Result<RequestHeader> {
     let path = format!("{}{}", provider.base_path, request.path);
     let mut header = RequestHeader::build(request.method.as_str(), path.as_bytes(), None)?;
@@ -381,7 +385,10 @@ fn build_request(
     if stream {
         header.insert_header("accept", "text/event-stream")?;
     }
-    if let Some(key) = provider.api_key() {
+    if let Some(key) = credential
+        .map(str::to_string)
+        .or_else(|| provider.api_key())
+    {
         match provider.auth {
             ProviderAuth::Bearer => {
                 header.insert_header("authorization", format!("Bearer {key}"))?

@@ -1,15 +1,21 @@
 //! The admin listener (loopback by default): `GET /metrics` (Prometheus), `GET /admin/plugins`
-//! (loaded versions, hashes, load times, last errors, call counts), `GET /health`. When an
-//! admin token is configured, `/admin/*` requires `Authorization: Bearer <token>`.
+//! (loaded versions, hashes, load times, last errors, call counts), `GET /health`, and the
+//! admin REST API (`/admin/*`, see [`crate::admin`]), whose request body this adapter reads
+//! under [`crate::admin::MAX_BODY_BYTES`]. When an admin token is configured, `/metrics` (if
+//! so configured) and `/admin/plugins` require `Authorization: Bearer <token>`; the admin API
+//! authenticates its callers itself (operator token or member token).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
 use http::Response;
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 
 use super::AppState;
+use crate::admin::auth::constant_time_eq;
+use crate::admin::{AdminApi, AdminError, AdminRequest, AdminResponse, MAX_BODY_BYTES};
 
 pub struct AdminApp {
     pub state: Arc<AppState>,
@@ -31,6 +37,99 @@ fn unauthorized() -> Response<Vec<u8>> {
         b"{\"error\":{\"message\":\"admin token required\",\"type\":\"authentication_error\"}}"
             .to_vec(),
     )
+}
+
+fn from_admin(r: AdminResponse) -> Response<Vec<u8>> {
+    let mut builder = Response::builder()
+        .status(r.status)
+        .header("content-length", r.body.len());
+    for (k, v) in &r.headers {
+        builder = builder.header(k.as_str(), v.as_str());
+    }
+    builder
+        .body(r.body)
+        .unwrap_or_else(|_| Response::new(Vec::new()))
+}
+
+/// The request body, or None when it is larger than `cap` (the rest is left unread: the
+/// answer closes the connection).
+async fn read_body(session: &mut ServerSession, cap: usize) -> Result<Option<Bytes>, String> {
+    let mut body = BytesMut::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > cap {
+                    return Ok(None);
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(Some(body.freeze())),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+impl AdminApp {
+    /// The admin API over this gateway's store. The key secret is the one the gateway hashes
+    /// API keys with (`Config::key_secret`, read once: it was created at startup if missing).
+    fn api(&self) -> Result<AdminApi, String> {
+        static SECRET: OnceLock<Vec<u8>> = OnceLock::new();
+        let secret = match SECRET.get() {
+            Some(s) => s.clone(),
+            None => {
+                let s = self.state.config.key_secret().map_err(|e| e.to_string())?;
+                SECRET.get_or_init(|| s).clone()
+            }
+        };
+        Ok(AdminApi::new(
+            self.state.store.clone(),
+            secret,
+            self.state.config.admin_token.clone(),
+        ))
+    }
+
+    async fn admin_api(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let body = match read_body(session, MAX_BODY_BYTES).await {
+            Ok(Some(b)) => b,
+            Ok(None) => {
+                session.set_keepalive(None);
+                let mut r = AdminError::new(
+                    413,
+                    "invalid_request_error",
+                    format!("request body over {MAX_BODY_BYTES} bytes"),
+                )
+                .to_response();
+                r.headers.push(("connection".into(), "close".into()));
+                return from_admin(r);
+            }
+            Err(e) => {
+                return from_admin(
+                    AdminError::bad_request(format!("reading the request body: {e}")).to_response(),
+                )
+            }
+        };
+        let head = session.req_header();
+        let request = AdminRequest {
+            method: head.method.as_str().to_string(),
+            path: head.uri.path().to_string(),
+            query: head.uri.query().unwrap_or_default().to_string(),
+            headers: head
+                .headers
+                .iter()
+                .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+                .collect(),
+            body,
+        };
+        match self.api() {
+            Ok(api) => from_admin(api.handle(&request).await),
+            Err(e) => {
+                tracing::error!(error = %e, "admin API: no key secret");
+                from_admin(
+                    AdminError::new(500, "server_error", "key secret unavailable").to_response(),
+                )
+            }
+        }
+    }
 }
 
 #[async_trait]
@@ -58,12 +157,13 @@ impl ServeHttp for AdminApp {
                 reply(200, crate::metrics::CONTENT_TYPE, text.into_bytes())
             }
             "/metrics" => unauthorized(),
-            p if p.starts_with("/admin/") && !authorized => unauthorized(),
+            "/admin/plugins" if !authorized => unauthorized(),
             "/admin/plugins" => {
                 let list = self.state.registry.list();
                 let body = serde_json::to_vec(&list).unwrap_or_default();
                 reply(200, "application/json", body)
             }
+            p if p.starts_with("/admin/") => self.admin_api(session).await,
             _ => reply(
                 404,
                 "application/json",
@@ -72,10 +172,4 @@ impl ServeHttp for AdminApp {
             ),
         }
     }
-}
-
-/// Compares without an early exit, so response timing does not reveal how much of a guessed
-/// token was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

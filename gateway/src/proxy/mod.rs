@@ -75,6 +75,8 @@ impl Gateway {
             ("POST", "/v1/responses") => request.responses(session).await,
             ("POST", "/v1/embeddings") => request.embeddings(session).await,
             ("GET", "/v1/models") => self.models(request, session, None).await,
+            ("GET", "/v1/key") => request.key_info(session).await,
+            ("GET", "/v1/generation") => request.generation(session).await,
             ("GET", p) if p.starts_with("/v1/models/") => {
                 let id = &p["/v1/models/".len()..];
                 self.models(request, session, Some(id)).await

@@ -25,6 +25,18 @@ pub(super) struct LocalHolds {
     orgs: std::collections::HashMap<String, LocalOrg>,
     /// request id -> (org, amount, held since, ms)
     by_request: std::collections::HashMap<String, (String, i64, i64)>,
+    /// Keys with a spend limit: what they hold, and what they spent in the period that starts
+    /// at the recorded time (re-read when the period changes or a charge was not seen here).
+    keys: std::collections::HashMap<String, LocalKey>,
+    /// request id -> key id, for requests holding against a key's limit.
+    key_of_request: std::collections::HashMap<String, String>,
+}
+
+#[derive(Default)]
+struct LocalKey {
+    held: i64,
+    /// (period counter, period start, spent)
+    spent: Option<(&'static str, i64, i64)>,
 }
 
 #[derive(Default)]
@@ -41,6 +53,19 @@ pub enum Reservation {
     Insufficient {
         available_micros: i64,
     },
+    /// The key's spend limit would be passed: what is left of it this period (limit minus
+    /// settled spend minus the key's holds).
+    KeyLimit {
+        remaining_micros: i64,
+    },
+}
+
+/// A key's spend limit, checked in the same reservation as the org's balance.
+#[derive(Debug, Clone)]
+pub struct KeyLimit {
+    pub key_id: String,
+    pub limit_micros: i64,
+    pub period: super::SpendPeriod,
 }
 
 impl Store {
@@ -54,9 +79,23 @@ impl Store {
         amount_micros: i64,
         now_ms: i64,
     ) -> Result<Reservation> {
+        self.reserve_for(org_id, None, request_id, amount_micros, now_ms)
+            .await
+    }
+
+    /// [`Store::reserve`], also within the key's spend limit when it has one: the hold counts
+    /// against both, atomically (the org's lock serialises its keys too).
+    pub async fn reserve_for(
+        &self,
+        org_id: &str,
+        key: Option<&KeyLimit>,
+        request_id: &str,
+        amount_micros: i64,
+        now_ms: i64,
+    ) -> Result<Reservation> {
         if self.kind == DbKind::Sqlite {
             return self
-                .reserve_sqlite(org_id, request_id, amount_micros, now_ms)
+                .reserve_sqlite(org_id, key, request_id, amount_micros, now_ms)
                 .await;
         }
         let mut tx = self
@@ -100,14 +139,36 @@ impl Store {
                 available_micros: available.max(0),
             });
         }
+        if let Some(key) = key {
+            let row = sqlx::query(
+                "SELECT CAST(COALESCE((SELECT spent_micros FROM key_spend WHERE key_id = $1 \
+                   AND period = $2 AND period_start = $3), 0) AS BIGINT) AS spent, \
+                   CAST(COALESCE((SELECT SUM(amount_micros) FROM credit_holds WHERE key_id = $1), 0) AS BIGINT) AS held",
+            )
+            .bind(&key.key_id)
+            .bind(key.period.counter())
+            .bind(key.period.start(now_ms))
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db("reading a key's spend"))?;
+            let spent: i64 = row.try_get("spent").map_err(db("reading a key's spend"))?;
+            let held: i64 = row.try_get("held").map_err(db("reading a key's holds"))?;
+            let remaining = key.limit_micros - spent - held;
+            if remaining < amount_micros {
+                return Ok(Reservation::KeyLimit {
+                    remaining_micros: remaining.max(0),
+                });
+            }
+        }
         sqlx::query(
-            "INSERT INTO credit_holds (request_id, org_id, amount_micros, created_at) \
-             VALUES ($1, $2, $3, $4)",
+            "INSERT INTO credit_holds (request_id, org_id, amount_micros, created_at, key_id) \
+             VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(request_id)
         .bind(org_id)
         .bind(amount_micros)
         .bind(now_ms)
+        .bind(key.map_or("", |k| k.key_id.as_str()))
         .execute(&mut *tx)
         .await
         .map_err(db("recording a hold"))?;
@@ -129,6 +190,7 @@ impl Store {
     async fn reserve_sqlite(
         &self,
         org_id: &str,
+        key: Option<&KeyLimit>,
         request_id: &str,
         amount_micros: i64,
         now_ms: i64,
@@ -136,6 +198,31 @@ impl Store {
         let mut local = self.local_holds.lock().await;
         if local.by_request.contains_key(request_id) {
             return Ok(Reservation::Held);
+        }
+        if let Some(key) = key {
+            let counter = key.period.counter();
+            let start = key.period.start(now_ms);
+            let current = local
+                .keys
+                .get(&key.key_id)
+                .and_then(|k| k.spent)
+                .filter(|(c, s, _)| *c == counter && *s == start);
+            let spent = match current {
+                Some((_, _, spent)) => spent,
+                None => {
+                    let spent = self.key_spent(&key.key_id, key.period, now_ms).await?;
+                    local.keys.entry(key.key_id.clone()).or_default().spent =
+                        Some((counter, start, spent));
+                    spent
+                }
+            };
+            let held = local.keys.get(&key.key_id).map_or(0, |k| k.held);
+            let remaining = key.limit_micros - spent - held;
+            if remaining < amount_micros {
+                return Ok(Reservation::KeyLimit {
+                    remaining_micros: remaining.max(0),
+                });
+            }
         }
         for fresh in [false, true] {
             let stale = local
@@ -155,6 +242,12 @@ impl Store {
                     request_id.to_string(),
                     (org_id.to_string(), amount_micros, now_ms),
                 );
+                if let Some(key) = key {
+                    local.keys.entry(key.key_id.clone()).or_default().held += amount_micros;
+                    local
+                        .key_of_request
+                        .insert(request_id.to_string(), key.key_id.clone());
+                }
                 return Ok(Reservation::Held);
             }
             if fresh {
@@ -219,6 +312,15 @@ impl Store {
                         o.left = Some(((left - charged(&e.request_id)).max(0), until));
                     }
                 }
+                local.release_key(&e.request_id, amount);
+            }
+        }
+        // Spend counters: a charge moves its key's figure (the commit added it to key_spend).
+        for c in charges {
+            if let Some(k) = local.keys.get_mut(&c.key_id) {
+                if let Some((counter, start, spent)) = k.spent {
+                    k.spent = Some((counter, start, spent + c.amount_micros));
+                }
             }
         }
     }
@@ -231,6 +333,7 @@ impl Store {
                 if let Some(o) = local.orgs.get_mut(&org) {
                     o.held -= amount;
                 }
+                local.release_key(request_id, amount);
             }
             return Ok(());
         }
@@ -296,6 +399,17 @@ impl Store {
         .await
         .map_err(db("reading holds"))?;
         row.try_get("held").map_err(db("reading holds"))
+    }
+}
+
+impl LocalHolds {
+    /// Gives a released request's amount back to its key's limit, if it held against one.
+    fn release_key(&mut self, request_id: &str, amount: i64) {
+        if let Some(key) = self.key_of_request.remove(request_id) {
+            if let Some(k) = self.keys.get_mut(&key) {
+                k.held -= amount;
+            }
+        }
     }
 }
 

@@ -2,7 +2,14 @@
 //! sqlx's `Any` driver so one set of queries serves both. SQL uses `$n` parameters, which both
 //! accept; migrations are kept per database in `migrations/`.
 
+mod byok;
+// Admin API (members, audit log, key administration): see `admin/`.
+mod alerts;
+mod audit;
 mod credits;
+mod key_admin;
+mod keys;
+mod members;
 mod responses;
 mod usage;
 mod usage_writer;
@@ -13,7 +20,13 @@ use rand::RngCore;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
-pub use credits::Reservation;
+pub use alerts::{AlertWatch, LowBalance};
+pub use audit::{Audit, AuditRecord};
+pub use byok::{ByokState, ProviderKey, Rotation};
+pub use credits::{KeyLimit, Reservation};
+pub use key_admin::KeyUpdate;
+pub use keys::{ApiKey, KeyScopes, NewKey, SpendPeriod};
+pub use members::{Member, OrgLimits, OwnerGuard, Role};
 pub use responses::{spawn_response_purge, ResponseState};
 pub use usage::{ChargeEntry, UsageEvent};
 pub use usage_writer::{UsageWriter, UsageWriterHandle};
@@ -92,19 +105,10 @@ pub struct Org {
     pub retention_mode: String,
     pub retention_days: i64,
     pub created_at: i64,
-}
-
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct ApiKey {
-    pub id: String,
-    pub org_id: String,
-    pub name: String,
-    pub prefix: String,
-    pub key_hash: String,
-    pub scopes: String,
-    pub created_at: i64,
-    pub expires_at: i64,
-    pub revoked_at: Option<i64>,
+    /// Requests per minute, tokens per minute and requests at once for the whole org (0: none).
+    pub rpm_limit: i64,
+    pub tpm_limit: i64,
+    pub concurrency_limit: i64,
 }
 
 #[derive(Clone)]
@@ -117,6 +121,9 @@ pub struct Store {
     write_turn: std::sync::Arc<tokio::sync::Mutex<()>>,
     /// SQLite: credit holds kept in this process's memory (see `credits.rs`).
     local_holds: std::sync::Arc<tokio::sync::Mutex<credits::LocalHolds>>,
+    /// Hashes of keys changed by this process (revoked, disabled, rotated, limits): the key
+    /// caches drop them at once. Other processes hear of changes through PostgreSQL's NOTIFY.
+    key_changes: tokio::sync::broadcast::Sender<String>,
 }
 
 fn org_from(row: &AnyRow) -> std::result::Result<Org, sqlx::Error> {
@@ -126,20 +133,9 @@ fn org_from(row: &AnyRow) -> std::result::Result<Org, sqlx::Error> {
         retention_mode: row.try_get("retention_mode")?,
         retention_days: row.try_get("retention_days")?,
         created_at: row.try_get("created_at")?,
-    })
-}
-
-fn key_from(row: &AnyRow) -> std::result::Result<ApiKey, sqlx::Error> {
-    Ok(ApiKey {
-        id: row.try_get("id")?,
-        org_id: row.try_get("org_id")?,
-        name: row.try_get("name")?,
-        prefix: row.try_get("prefix")?,
-        key_hash: row.try_get("key_hash")?,
-        scopes: row.try_get("scopes")?,
-        created_at: row.try_get("created_at")?,
-        expires_at: row.try_get("expires_at")?,
-        revoked_at: row.try_get("revoked_at")?,
+        rpm_limit: row.try_get("rpm_limit")?,
+        tpm_limit: row.try_get("tpm_limit")?,
+        concurrency_limit: row.try_get("concurrency_limit")?,
     })
 }
 
@@ -206,6 +202,7 @@ impl Store {
             kind,
             write_turn: Default::default(),
             local_holds: Default::default(),
+            key_changes: tokio::sync::broadcast::channel(1024).0,
         })
     }
 
@@ -216,6 +213,11 @@ impl Store {
             DbKind::Sqlite => Some(self.write_turn.lock().await),
             DbKind::Postgres => None,
         }
+    }
+
+    /// Hashes of keys changed through this process, as they commit.
+    pub fn key_changes(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.key_changes.subscribe()
     }
 
     pub fn kind(&self) -> DbKind {
@@ -233,6 +235,9 @@ impl Store {
             retention_mode: "metadata-only".into(),
             retention_days: 30,
             created_at: now_ms(),
+            rpm_limit: 0,
+            tpm_limit: 0,
+            concurrency_limit: 0,
         };
         sqlx::query(
             "INSERT INTO orgs (id, name, retention_mode, retention_days, created_at) \
@@ -260,6 +265,19 @@ impl Store {
             .map_err(db("reading orgs"))
     }
 
+    /// The org with exactly this id (None: no such org).
+    pub async fn org(&self, id: &str) -> Result<Option<Org>> {
+        let row = sqlx::query("SELECT * FROM orgs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("reading an org"))?;
+        row.as_ref()
+            .map(org_from)
+            .transpose()
+            .map_err(db("reading an org"))
+    }
+
     /// The org with this id, or with this name when no id matches.
     pub async fn find_org(&self, id_or_name: &str) -> Result<Org> {
         let row = sqlx::query(
@@ -273,94 +291,6 @@ impl Store {
             Some(r) => org_from(&r).map_err(db("reading an org")),
             None => Err(StoreError::NotFound(format!("org '{id_or_name}'"))),
         }
-    }
-
-    /// Creates a key and returns it with its plaintext, which is not stored anywhere.
-    pub async fn create_key(
-        &self,
-        org_id: &str,
-        name: &str,
-        secret: &[u8],
-        expires_at: i64,
-    ) -> Result<(ApiKey, String)> {
-        let org = self.find_org(org_id).await?;
-        let mut raw = [0u8; 24];
-        rand::thread_rng().fill_bytes(&mut raw);
-        let plaintext = format!("tg-{}", hex::encode(raw));
-        let key = ApiKey {
-            id: new_id("key"),
-            org_id: org.id,
-            name: name.to_string(),
-            prefix: plaintext[..10].to_string(),
-            key_hash: crate::keys::keyed_hash(secret, &plaintext),
-            scopes: String::new(),
-            created_at: now_ms(),
-            expires_at,
-            revoked_at: None,
-        };
-        sqlx::query(
-            "INSERT INTO api_keys (id, org_id, name, prefix, key_hash, scopes, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(&key.id)
-        .bind(&key.org_id)
-        .bind(&key.name)
-        .bind(&key.prefix)
-        .bind(&key.key_hash)
-        .bind(&key.scopes)
-        .bind(key.created_at)
-        .bind(key.expires_at)
-        .execute(&self.pool)
-        .await
-        .map_err(db("creating a key"))?;
-        Ok((key, plaintext))
-    }
-
-    pub async fn revoke_key(&self, key_id: &str) -> Result<()> {
-        let done =
-            sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-                .bind(now_ms())
-                .bind(key_id)
-                .execute(&self.pool)
-                .await
-                .map_err(db("revoking a key"))?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound(format!("active key '{key_id}'")));
-        }
-        Ok(())
-    }
-
-    pub async fn key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKey>> {
-        let row = sqlx::query("SELECT * FROM api_keys WHERE key_hash = $1")
-            .bind(key_hash)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db("looking up a key"))?;
-        row.as_ref()
-            .map(key_from)
-            .transpose()
-            .map_err(db("reading a key"))
-    }
-
-    pub async fn keys(&self, org_id: Option<&str>) -> Result<Vec<ApiKey>> {
-        let rows = match org_id {
-            Some(org) => {
-                sqlx::query("SELECT * FROM api_keys WHERE org_id = $1 ORDER BY created_at")
-                    .bind(org)
-                    .fetch_all(&self.pool)
-                    .await
-            }
-            None => {
-                sqlx::query("SELECT * FROM api_keys ORDER BY created_at")
-                    .fetch_all(&self.pool)
-                    .await
-            }
-        }
-        .map_err(db("listing keys"))?;
-        rows.iter()
-            .map(key_from)
-            .collect::<std::result::Result<_, _>>()
-            .map_err(db("reading keys"))
     }
 
     /// Grants credits that expire at `expires_at` (ms; 0 = never).

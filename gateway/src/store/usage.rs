@@ -38,6 +38,9 @@ pub struct UsageEvent {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ChargeEntry {
     pub org_id: String,
+    /// The key the request was made with ('' when none): its spend counters move too.
+    #[serde(default)]
+    pub key_id: String,
     pub request_id: String,
     pub amount_micros: i64,
     pub memo: String,
@@ -116,6 +119,30 @@ async fn consume_grants(tx: &mut sqlx::Transaction<'_, sqlx::Any>, c: &ChargeEnt
     Ok(())
 }
 
+/// Adds a charge to the key's spend counters: this day, week and month (UTC) and in total.
+async fn add_key_spend(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    key_id: &str,
+    amount: i64,
+    now: i64,
+) -> Result<()> {
+    use super::SpendPeriod::*;
+    for period in [Daily, Weekly, Monthly, Total] {
+        sqlx::query(
+            "INSERT INTO key_spend (key_id, period, period_start, spent_micros) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (key_id, period, period_start) DO UPDATE SET spent_micros = key_spend.spent_micros + $4",
+        )
+        .bind(key_id)
+        .bind(period.counter())
+        .bind(period.start(now))
+        .bind(amount)
+        .execute(&mut **tx)
+        .await
+        .map_err(db("adding to a key's spend"))?;
+    }
+    Ok(())
+}
+
 impl Store {
     /// Writes usage events and their charges in one transaction. A request id already recorded
     /// is skipped (usage and charge are recorded exactly once). Events go in multi-row inserts;
@@ -184,6 +211,8 @@ impl Store {
                 super::credits::release_in(&mut tx, &e.request_id).await?;
             }
         }
+        // What each key was charged in this batch, added to its spend counters once per key.
+        let mut by_key: std::collections::HashMap<&str, i64> = Default::default();
         for c in charges {
             if c.amount_micros == 0 {
                 continue;
@@ -211,7 +240,14 @@ impl Store {
                 .await
                 .map_err(db("updating a credit account"))?;
                 consume_grants(&mut tx, c).await?;
+                if !c.key_id.is_empty() {
+                    *by_key.entry(c.key_id.as_str()).or_default() += c.amount_micros;
+                }
             }
+        }
+        let now = now_ms();
+        for (key_id, amount) in by_key {
+            add_key_spend(&mut tx, key_id, amount, now).await?;
         }
         tx.commit().await.map_err(db("committing a usage batch"))?;
         self.settled_locally(events, charges).await;
@@ -255,5 +291,47 @@ impl Store {
             .await
             .map_err(db("counting charges"))?;
         row.try_get("n").map_err(db("reading a count"))
+    }
+}
+
+impl Store {
+    /// The newest usage records of the keys that belong to `member_id` in `org_id`.
+    pub async fn usage_for_member(
+        &self,
+        org_id: &str,
+        member_id: &str,
+        limit: i64,
+    ) -> Result<Vec<UsageEvent>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {USAGE_COLUMNS} FROM usage_events WHERE org_id = $1 \
+             AND key_id IN (SELECT id FROM api_keys WHERE member_id = $2) \
+             ORDER BY created_at DESC, request_id LIMIT $3"
+        ))
+        .bind(org_id)
+        .bind(member_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("listing a member's usage"))?;
+        rows.iter()
+            .map(usage_from)
+            .collect::<std::result::Result<_, _>>()
+            .map_err(db("reading a member's usage"))
+    }
+
+    /// One request's usage record, if recorded (records are written in batches, within the
+    /// usage writer's flush interval).
+    pub async fn usage_event(&self, request_id: &str) -> Result<Option<UsageEvent>> {
+        let row = sqlx::query(&format!(
+            "SELECT {USAGE_COLUMNS} FROM usage_events WHERE request_id = $1"
+        ))
+        .bind(request_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("reading a usage record"))?;
+        row.as_ref()
+            .map(usage_from)
+            .transpose()
+            .map_err(db("reading a usage record"))
     }
 }
