@@ -93,7 +93,7 @@ async fn check_one(
         }
         outcome => {
             // Given back: the next round tries again.
-            tracing::warn!(org = %watch.org_id, ?outcome, webhook = %s.webhook,
+            tracing::warn!(org = %watch.org_id, ?outcome, webhook_host = %webhook_host(&s.webhook),
                 "low-balance webhook not accepted; retrying next round");
             store.rearm_low_balance_alert(&watch.org_id).await?;
         }
@@ -176,4 +176,13 @@ pub async fn deliver(
     tokio::time::timeout(DELIVERY_TIMEOUT, exchange)
         .await
         .map_err(|_| "webhook timed out".to_string())?
+}
+
+/// The host of a webhook URL, for logs: the rest of it (path, query) often carries the
+/// receiver's token.
+fn webhook_host(url: &str) -> String {
+    url.parse::<http::Uri>()
+        .ok()
+        .and_then(|u| u.host().map(str::to_string))
+        .unwrap_or_else(|| "(unparsable)".into())
 }

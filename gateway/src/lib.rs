@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod plugins;
 pub mod proxy;
+pub mod ratelimit;
 pub mod server;
 pub mod services;
 pub mod sse;

@@ -134,7 +134,13 @@ pub fn serve(config: Config) -> Result<()> {
         Ok(n) => tracing::info!(keys = n, "BYOK provider keys stored and openable"),
         Err(e) => tracing::error!(error = %e, "BYOK provider keys cannot be used"),
     }
+    let limiter = {
+        let _entered = background.enter();
+        crate::ratelimit::RateLimiter::from_config(&config.rate_limits)
+            .map_err(anyhow::Error::msg)?
+    };
     let state = Arc::new(AppState {
+        limiter,
         byok,
         upstreams: Upstreams::new(&config),
         registry,

@@ -205,3 +205,36 @@ def test_cli_key_commands_cover_every_field(gw):
     assert ok(gw, "GET", f"/admin/orgs/{gw.broke_org}")["rpm_limit"] == 7
     lines = gw.cli("audit", "list", "--org", gw.org, "--format", "json", "--limit", "5").splitlines()
     assert [json.loads(line)["action"] for line in lines][:2] == ["member.token", "member.role"]
+
+
+def test_low_balance_alert_is_set_and_read_back_through_the_api_and_the_cli(gw, team):
+    org, owner, admin_ = gw.org, team["owner"][0], team["admin"][0]
+    path = f"/admin/orgs/{org}/alerts"
+    hook = "https://billing.example.com/hook?token=e2e-hook-token"
+    # Below the org's balance (10 USD): set, never sent during the test.
+    body = {"threshold_usd": 1.5, "webhook": hook, "auto_top_up_usd": 20.0}
+    set_ = ok(gw, "PUT", path, body, owner)
+    got = ok(gw, "GET", path, token=admin_)
+    assert got == set_, (got, set_)
+    assert (got["enabled"], got["threshold_micros"], got["auto_top_up_micros"], got["webhook"]) == \
+        (True, 1_500_000, 20_000_000, hook)
+    refused(gw, team["developer"][0], "developer", "alerts.read", "GET", path)
+    refused(gw, team["restricted"][0], "restricted", "alerts.write", "PUT", path, body)
+    for bad in ({"threshold_usd": 1}, {"threshold_usd": -1, "webhook": hook},
+                {"threshold_usd": 1, "webhook": "ftp://billing.example.com/x"}):
+        s, e = admin(gw, "PUT", path, bad)
+        assert s == 400, (bad, e)
+    # The CLI shows it, changes one value keeping the others, and clears it (audited as cli).
+    shown = gw.cli("orgs", "alert", "--org", org)
+    assert "$1.500000" in shown and hook in shown and "$20.000000" in shown, shown
+    gw.cli("orgs", "alert", "--org", org, "--top-up", "7")
+    got = ok(gw, "GET", path)
+    assert (got["threshold_micros"], got["auto_top_up_micros"], got["webhook"]) == (1_500_000, 7_000_000, hook)
+    gw.cli("orgs", "alert", "--org", org, "--clear")
+    got = ok(gw, "GET", path)
+    assert (got["enabled"], got["threshold_micros"], got["webhook"]) == (False, 0, None)
+    rows = ok(gw, "GET", f"/admin/orgs/{org}/audit?limit=3")["data"]
+    assert [(r["actor"], r["action"]) for r in rows] == \
+        [("cli", "alerts.write"), ("cli", "alerts.write"), (f"member:{team['owner'][1]}", "alerts.write")]
+    assert rows[2]["details"]["webhook_host"] == "billing.example.com"
+    assert "e2e-hook-token" not in json.dumps(gw.sql("SELECT details FROM audit_log"))

@@ -2,12 +2,15 @@
 from TOLLGATE_MASTER_KEY, set from stdin through the CLI); its requests reach the provider with
 that key in the header (the gateway's never), cost no credits (an org with no credits is
 served), the mode orders the org's and the gateway's keys, and the key is in no table of the
-database in plaintext — on SQLite and PostgreSQL."""
+database in plaintext — on SQLite and PostgreSQL. Keys and the mode set through the admin API
+take effect on the serving gateway at once, and the key is in none of its answers."""
 
 import json
 import secrets
 import subprocess
 import time
+import urllib.error
+import urllib.request
 
 from conftest import BINARY
 from helpers import http
@@ -86,3 +89,65 @@ def test_byok_modes_order_the_orgs_and_the_gateways_keys(gw):
     # Without its key the org is served with the gateway's again.
     byok(gw, "remove", "--org", org, "--provider", "openai_ok")
     wait_for_key(gw, key, "Bearer sk-mock-openai")
+
+
+def admin(gw, method, path, body=None, token=None):
+    """One admin API call (this module's gateway has no admin token: operator calls are open)."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(f"http://127.0.0.1:{gw.admin_port}{path}", data=data, method=method)
+    if data is not None:
+        req.add_header("content-type", "application/json")
+    if token:
+        req.add_header("authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_byok_key_set_through_the_admin_api_is_used_at_once(gw):
+    org = gw.cli("orgs", "create", f"byok-api-{time.time_ns()}")   # no credits at all
+    key = gw.cli("keys", "create", "--org", org)
+    s, m = admin(gw, "POST", f"/admin/orgs/{org}/members", {"name": "boss", "role": "owner"})
+    assert s == 201, m
+    owner = m["token"]
+    s, m = admin(gw, "POST", f"/admin/orgs/{org}/members", {"name": "dev", "role": "developer"})
+    developer = m["token"]
+    # Refused for lack of credits; the gateway now holds the org as "no keys" in its cache.
+    status, raw, _ = http(gw, "POST", "/v1/chat/completions", CHAT, key=key)
+    assert status == 402, raw
+
+    own = f"sk-org-api-{secrets.token_hex(16)}"
+    base = f"/admin/orgs/{org}/byok"
+    s, e = admin(gw, "PUT", f"{base}/openai_ok", {"key": own}, developer)
+    assert s == 403 and "byok.write" in e["error"]["message"], e
+    s, e = admin(gw, "PUT", f"{base}/no-such-provider", {"key": own}, owner)
+    assert s == 400 and "unknown provider" in e["error"]["message"], e
+    s, stored = admin(gw, "PUT", f"{base}/openai_ok", {"key": own, "label": "via api"}, owner)
+    assert s == 200 and stored["provider"] == "openai_ok" and stored["label"] == "via api", stored
+    s, state = admin(gw, "PUT", base, {"mode": "only"}, owner)
+    assert s == 200 and state["mode"] == "only", state
+    assert [k["provider"] for k in state["data"]] == ["openai_ok"]
+
+    # The serving gateway dropped the org from its cache: the next request uses the org's key.
+    status, raw, _ = http(gw, "POST", "/v1/chat/completions", CHAT, key=key)
+    assert status == 200, raw
+    assert seen_key(gw.mocks["openai_ok"]) == f"Bearer {own}"
+    assert gw.balance_micros(org) == 0
+
+    # The key is in no answer, audit row or log line.
+    s, listed = admin(gw, "GET", base, token=owner)
+    assert s == 200 and listed["data"][0]["id"] == stored["id"]
+    for answer in (stored, state, listed, e):
+        assert own not in json.dumps(answer)
+    s, audit = admin(gw, "GET", f"/admin/orgs/{org}/audit?limit=10", token=owner)
+    assert [r["action"] for r in audit["data"]][:2] == ["byok.write", "byok.write"], audit
+    assert own not in json.dumps(gw.sql("SELECT actor, action, target, details FROM audit_log"))
+    assert own not in gw.log_text()
+
+    # Removed through the API: at once the org has no key, and no credits.
+    s, _ = admin(gw, "DELETE", f"{base}/openai_ok", token=owner)
+    assert s == 200
+    status, raw, _ = http(gw, "POST", "/v1/chat/completions", CHAT, key=key)
+    assert status == 402, raw

@@ -62,10 +62,18 @@ pub enum Action {
     CreditsGrant,
     UsageRead,
     AuditRead,
+    /// Reading the org's low-balance alert.
+    AlertsRead,
+    /// Setting or clearing the org's low-balance alert.
+    AlertsWrite,
+    /// Reading the org's BYOK mode and its provider keys' metadata (never a key).
+    ByokRead,
+    /// Storing or removing the org's provider keys, setting its BYOK mode.
+    ByokWrite,
 }
 
 impl Action {
-    pub const ALL: [Action; 22] = [
+    pub const ALL: [Action; 26] = [
         Action::OrgList,
         Action::OrgCreate,
         Action::OrgRead,
@@ -88,6 +96,10 @@ impl Action {
         Action::CreditsGrant,
         Action::UsageRead,
         Action::AuditRead,
+        Action::AlertsRead,
+        Action::AlertsWrite,
+        Action::ByokRead,
+        Action::ByokWrite,
     ];
 
     /// The name used in refusals, the docs and (for changes) the audit log.
@@ -115,6 +127,10 @@ impl Action {
             Action::CreditsGrant => "credits.grant",
             Action::UsageRead => "usage.read",
             Action::AuditRead => "audit.read",
+            Action::AlertsRead => "alerts.read",
+            Action::AlertsWrite => "alerts.write",
+            Action::ByokRead => "byok.read",
+            Action::ByokWrite => "byok.write",
         }
     }
 }
@@ -132,7 +148,8 @@ pub enum Access {
 /// The role matrix (docs/admin-api.md): owner — everything in its org; admin — everything but
 /// owners and the org's limits; developer — creates and manages its own keys, reads the org's
 /// usage and balance; restricted — reads its own keys and their usage. Creating orgs and
-/// granting credits (money in) are the operator's alone.
+/// granting credits (money in) are the operator's alone. Low-balance alerts and BYOK provider
+/// keys are owners' and admins' (developers and restricted members fall to `Denied` below).
 pub fn access(role: Role, action: Action) -> Access {
     use Access::{All, Denied, Own};
     use Action as A;

@@ -6,13 +6,17 @@
 //! Routes are listed once in [`ROUTES`]; `openapi.json` documents each (a test checks).
 //! Responses are JSON; errors are `{"error":{"message","type"}}` (see [`AdminError`]).
 
+mod alerts;
 mod audit;
 pub mod auth;
+mod byok;
 mod credits;
 mod keys;
 mod members;
 pub mod openapi;
 mod orgs;
+
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
@@ -20,6 +24,7 @@ use serde_json::{json, Value};
 
 use crate::store::{Store, StoreError};
 pub use auth::{Action, Caller};
+pub use byok::ByokSetup;
 
 /// Request bodies larger than this are refused with 413 (the admin API takes small JSON).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -147,6 +152,12 @@ pub enum Handler {
     CreditsGrant,
     Usage,
     Audit,
+    AlertsGet,
+    AlertsPut,
+    ByokGet,
+    ByokMode,
+    ByokKeyPut,
+    ByokKeyDelete,
 }
 
 /// Every route: method, path pattern (`{name}` matches one segment), handler.
@@ -202,9 +213,23 @@ pub const ROUTES: &[(&str, &str, Handler)] = &[
     ("POST", "/admin/orgs/{org}/credits", Handler::CreditsGrant),
     ("GET", "/admin/orgs/{org}/usage", Handler::Usage),
     ("GET", "/admin/orgs/{org}/audit", Handler::Audit),
+    ("GET", "/admin/orgs/{org}/alerts", Handler::AlertsGet),
+    ("PUT", "/admin/orgs/{org}/alerts", Handler::AlertsPut),
+    ("GET", "/admin/orgs/{org}/byok", Handler::ByokGet),
+    ("PUT", "/admin/orgs/{org}/byok", Handler::ByokMode),
+    (
+        "PUT",
+        "/admin/orgs/{org}/byok/{provider}",
+        Handler::ByokKeyPut,
+    ),
+    (
+        "DELETE",
+        "/admin/orgs/{org}/byok/{provider}",
+        Handler::ByokKeyDelete,
+    ),
 ];
 
-/// Path parameters of a matched route, in order (`org`, then `member` or `key`).
+/// Path parameters of a matched route, in order (`org`, then `member`, `key` or `provider`).
 pub type Params = Vec<String>;
 
 /// The route for `method` and `path`: Ok(handler, params); Err(405) when the path exists
@@ -269,12 +294,13 @@ pub fn query_int(query: &str, name: &str) -> AdminResult<Option<i64>> {
 }
 
 /// The admin API over a store. `admin_token`: the operator's token (None: operator calls are
-/// open, as the listener is loopback-only by default).
+/// open, as the listener is loopback-only by default). BYOK writes need [`AdminApi::with_byok`].
 #[derive(Clone)]
 pub struct AdminApi {
     pub store: Store,
     secret: Vec<u8>,
     admin_token: Option<String>,
+    byok: ByokSetup,
 }
 
 impl AdminApi {
@@ -283,7 +309,26 @@ impl AdminApi {
             store,
             secret,
             admin_token,
+            byok: ByokSetup::default(),
         }
+    }
+
+    /// What the BYOK routes need: the config's `[byok]` settings (where the master key is
+    /// loaded from), the configured provider names, and this process's BYOK cache if it has one
+    /// (the gateway's; dropped for an org after each change). Without it, storing a provider key
+    /// answers 503.
+    pub fn with_byok(
+        mut self,
+        settings: crate::config::ByokSettings,
+        providers: Vec<String>,
+        cache: Option<Arc<crate::byok::ByokKeys>>,
+    ) -> AdminApi {
+        self.byok = ByokSetup {
+            settings: Some(settings),
+            providers,
+            cache,
+        };
+        self
     }
 
     pub(crate) fn secret(&self) -> &[u8] {
@@ -370,6 +415,12 @@ impl AdminApi {
             Handler::CreditsGrant => credits::grant(self, caller, p(0), body).await,
             Handler::Usage => credits::usage(self, caller, p(0), query).await,
             Handler::Audit => audit::list(self, caller, p(0), query).await,
+            Handler::AlertsGet => alerts::get(self, caller, p(0)).await,
+            Handler::AlertsPut => alerts::put(self, caller, p(0), body).await,
+            Handler::ByokGet => byok::get(self, caller, p(0)).await,
+            Handler::ByokMode => byok::set_mode(self, caller, p(0), body).await,
+            Handler::ByokKeyPut => byok::put_key(self, caller, p(0), p(1), body).await,
+            Handler::ByokKeyDelete => byok::delete_key(self, caller, p(0), p(1)).await,
         }
     }
 }

@@ -17,7 +17,12 @@ impl Admin {
     pub fn new(config: &Config, store: &Store) -> Result<Admin> {
         let secret = config.key_secret().context("reading the key secret")?;
         Ok(Admin {
-            api: AdminApi::new(store.clone(), secret, None),
+            // No BYOK cache here: gateways see changes within their cache's TTL.
+            api: AdminApi::new(store.clone(), secret, None).with_byok(
+                config.byok.clone(),
+                config.providers.keys().cloned().collect(),
+                None,
+            ),
         })
     }
 

@@ -1,6 +1,6 @@
-//! `tollgate orgs create | list | limits`.
+//! `tollgate orgs create | list | limits | alert`.
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::Subcommand;
 use serde_json::{json, Value};
 
@@ -27,6 +27,42 @@ pub enum OrgsCommand {
         #[arg(long)]
         concurrency: Option<i64>,
     },
+    /// Show the org's low-balance alert, or set it (omitted values keep the current ones) or
+    /// clear it.
+    Alert {
+        #[arg(long)]
+        org: String,
+        /// Alert when the spendable balance falls below this many USD.
+        #[arg(long, conflicts_with = "clear")]
+        below: Option<f64>,
+        /// Where the alert is POSTed (http:// or https://).
+        #[arg(long, conflicts_with = "clear")]
+        webhook: Option<String>,
+        /// USD the receiver is asked to add when the alert fires (0: alert only).
+        #[arg(long = "top-up", conflicts_with = "clear")]
+        top_up: Option<f64>,
+        /// Remove the alert.
+        #[arg(long)]
+        clear: bool,
+    },
+}
+
+fn print_alert(alert: &Value) {
+    let org = alert["org_id"].as_str().unwrap_or("?");
+    if alert["enabled"].as_bool() != Some(true) {
+        println!("{org}: no low-balance alert");
+        return;
+    }
+    let usd = |field: &str| super::format_usd(alert[field].as_i64().unwrap_or(0));
+    let top_up = match alert["auto_top_up_micros"].as_i64().unwrap_or(0) {
+        0 => "no auto top-up".to_string(),
+        _ => format!("auto top-up {}", usd("auto_top_up_micros")),
+    };
+    println!(
+        "{org}: alert below {} to {} ({top_up})",
+        usd("threshold_micros"),
+        alert["webhook"].as_str().unwrap_or("?")
+    );
 }
 
 pub async fn run(admin: &Admin, command: OrgsCommand) -> Result<()> {
@@ -85,6 +121,33 @@ pub async fn run(admin: &Admin, command: OrgsCommand) -> Result<()> {
                 org["tpm_limit"],
                 org["concurrency_limit"]
             );
+        }
+        OrgsCommand::Alert {
+            org,
+            below,
+            webhook,
+            top_up,
+            clear,
+        } => {
+            let path = format!("/admin/orgs/{org}/alerts");
+            let current = admin.call("GET", &path, Value::Null).await?;
+            if !clear && below.is_none() && webhook.is_none() && top_up.is_none() {
+                print_alert(&current);
+                return Ok(());
+            }
+            let body = if clear {
+                json!({ "threshold_usd": 0 })
+            } else {
+                if below.is_none() && current["enabled"].as_bool() != Some(true) {
+                    bail!("the org has no low-balance alert yet: give --below and --webhook");
+                }
+                json!({
+                    "threshold_usd": below.or(current["threshold_usd"].as_f64()),
+                    "webhook": webhook.or(current["webhook"].as_str().map(String::from)),
+                    "auto_top_up_usd": top_up.or(current["auto_top_up_usd"].as_f64()),
+                })
+            };
+            print_alert(&admin.call("PUT", &path, body).await?);
         }
     }
     Ok(())

@@ -197,6 +197,8 @@ pub struct Config {
     pub low_balance_check: Duration,
     /// BYOK: where the master key comes from, and the fee on BYOK requests (`[byok]`).
     pub byok: ByokSettings,
+    /// Rate limits: local or shared through Redis, and the defaults (`[rate_limits]`).
+    pub rate_limits: crate::ratelimit::RateLimitConfig,
 }
 
 /// `[byok]`: the master key that seals org-provided provider keys, and the fee on BYOK requests.

@@ -14,6 +14,25 @@ pub struct File {
     pub providers: BTreeMap<String, Provider>,
     pub models: Vec<Model>,
     pub byok: Byok,
+    pub rate_limits: RateLimits,
+}
+
+/// `[rate_limits]`: where limits are counted, and the defaults for keys and orgs that set none.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimits {
+    pub redis_url: Option<String>,
+    pub key_prefix: Option<String>,
+    pub redis_timeout_ms: Option<u64>,
+    pub on_redis_error: Option<String>,
+    pub lease_divisor: Option<u64>,
+    pub max_scopes: Option<usize>,
+    pub default_key_rpm: Option<u64>,
+    pub default_key_tpm: Option<u64>,
+    pub default_key_concurrency: Option<u64>,
+    pub default_org_rpm: Option<u64>,
+    pub default_org_tpm: Option<u64>,
+    pub default_org_concurrency: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -19,7 +19,6 @@ use crate::store::{ApiKey, Org};
 #[derive(Default)]
 pub(super) struct Access {
     pub key: Option<Arc<ApiKey>>,
-    #[allow(dead_code)] // read by the rate limits (rate.rs), wired next
     pub org: Option<Arc<Org>>,
 }
 

@@ -25,6 +25,8 @@ pub struct Request<'a> {
     pub(super) held: std::sync::atomic::AtomicBool,
     /// Headers every answer carries (`x-ratelimit-*`, `retry-after`).
     pub(super) extra_headers: parking_lot::Mutex<Vec<(&'static str, String)>>,
+    /// The rate limiter's admission: held (concurrency) until the request ends.
+    pub(super) admitted: parking_lot::Mutex<Option<crate::ratelimit::Admitted>>,
 }
 
 impl<'a> Request<'a> {
@@ -41,6 +43,7 @@ impl<'a> Request<'a> {
                 .unwrap_or_default(),
             held: std::sync::atomic::AtomicBool::new(false),
             extra_headers: Default::default(),
+            admitted: Default::default(),
         }
     }
 

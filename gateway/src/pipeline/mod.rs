@@ -16,6 +16,7 @@
 //! complete.rs  complete responses through transform.response
 //! stream.rs    the stream state machine (commit on first event, error events, client gone)
 //! events.rs    stream events through transform.event
+//! rate.rs     rate limits (key and org) on the request path, `x-ratelimit-*` headers
 //! outcome.rs   what attempts and requests ended as (enums), usage of cut streams
 //! settle.rs    billing.settle, logging stage, usage record
 //! ```
@@ -35,6 +36,7 @@ mod complete;
 mod context;
 mod events;
 mod outcome;
+mod rate;
 mod responses;
 mod routes;
 mod serve;
@@ -67,4 +69,6 @@ pub struct AppState {
     pub connections: Arc<Connections>,
     /// Orgs' own provider keys (BYOK), decrypted into a short-lived cache.
     pub byok: Arc<crate::byok::ByokKeys>,
+    /// Requests and tokens per minute, requests at once (per key and org; shared via Redis).
+    pub limiter: crate::ratelimit::RateLimiter,
 }

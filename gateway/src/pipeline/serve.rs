@@ -334,7 +334,7 @@ impl Request<'_> {
         let state = self.state;
         let summary = &call.summary;
         self.check_model_scope(access, call)?;
-        // RATE: self.admit(access, call).await?;
+        self.admit(access, call).await?;
         let Plan {
             attempts,
             credentials,

@@ -149,7 +149,7 @@ impl Request<'_> {
     ) {
         let state = self.state;
         // The rate limiter's token windows get what was really used; concurrency is freed.
-        // RATE: self.settle_rate(usage.input + usage.output);
+        self.settle_rate(usage.input + usage.output);
         let latency_ms = self.started.elapsed().as_millis() as u32;
         let record = RequestRecord {
             request_id: self.id.clone(),

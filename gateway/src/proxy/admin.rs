@@ -72,6 +72,7 @@ async fn read_body(session: &mut ServerSession, cap: usize) -> Result<Option<Byt
 impl AdminApp {
     /// The admin API over this gateway's store. The key secret is the one the gateway hashes
     /// API keys with (`Config::key_secret`, read once: it was created at startup if missing).
+    /// BYOK changes drop the org from this gateway's BYOK cache (`AppState::byok`).
     fn api(&self) -> Result<AdminApi, String> {
         static SECRET: OnceLock<Vec<u8>> = OnceLock::new();
         let secret = match SECRET.get() {
@@ -81,11 +82,14 @@ impl AdminApp {
                 SECRET.get_or_init(|| s).clone()
             }
         };
-        Ok(AdminApi::new(
-            self.state.store.clone(),
-            secret,
-            self.state.config.admin_token.clone(),
-        ))
+        let config = &self.state.config;
+        Ok(
+            AdminApi::new(self.state.store.clone(), secret, config.admin_token.clone()).with_byok(
+                config.byok.clone(),
+                config.providers.keys().cloned().collect(),
+                Some(self.state.byok.clone()),
+            ),
+        )
     }
 
     async fn admin_api(&self, session: &mut ServerSession) -> Response<Vec<u8>> {

@@ -1,6 +1,9 @@
 //! Unit tests of the admin API: the role matrix against the table in docs/admin-api.md, the
-//! route table, and (in `router.rs`, `keys.rs`) the router end to end over a real SQLite store.
+//! route table, and (in `router.rs`, `keys.rs`, `alerts.rs`, `byok.rs`) the router end to end
+//! over a real SQLite store.
 
+mod alerts;
+mod byok;
 mod keys;
 mod router;
 
