@@ -10,38 +10,10 @@ use std::time::Duration;
 use base64::Engine;
 use common::{on_both, on_both_urls};
 use sqlx::Row;
-use tollgate::byok::{
-    new_credential_id, ByokError, ByokKeys, ByokMode, ByokSettings, MasterKey, Sealed,
-};
+use tollgate::byok::{new_credential_id, ByokError, ByokKeys, ByokMode, Sealed};
 use tollgate::store::{Store, StoreError};
 
-fn master(byte: u8) -> MasterKey {
-    MasterKey::from_bytes(&[byte; 32])
-}
-
-fn settings() -> ByokSettings {
-    ByokSettings {
-        // An env var nobody sets, so only what the test passes counts.
-        master_key_env: "TOLLGATE_TEST_BYOK_UNSET".into(),
-        ..ByokSettings::default()
-    }
-}
-
-/// Seals `secret` for a fresh row and stores it.
-async fn put(store: &Store, m: &MasterKey, org: &str, provider: &str, secret: &str) -> Sealed {
-    let sealed = m.seal(org, provider, &new_credential_id(), secret).unwrap();
-    store
-        .put_provider_key(org, provider, "label", &sealed)
-        .await
-        .unwrap();
-    sealed
-}
-
-/// A second connection to the test database, for what the store API does not offer (an
-/// attacker's edit, a raw scan).
-async fn raw_pool(url: &str) -> sqlx::AnyPool {
-    sqlx::AnyPool::connect(url).await.unwrap()
-}
+use common::byok::{master, put, raw_pool, settings};
 
 #[test]
 fn seal_open_and_what_does_not_open() {

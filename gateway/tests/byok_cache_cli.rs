@@ -9,38 +9,10 @@ use std::time::Duration;
 
 use base64::Engine;
 use common::{on_both, on_both_urls};
-use tollgate::byok::{
-    new_credential_id, ByokError, ByokKeys, ByokMode, ByokSettings, MasterKey, Sealed,
-};
+use tollgate::byok::{ByokError, ByokKeys, ByokMode, ByokSettings};
 use tollgate::store::Store;
 
-fn master(byte: u8) -> MasterKey {
-    MasterKey::from_bytes(&[byte; 32])
-}
-
-fn settings() -> ByokSettings {
-    ByokSettings {
-        // An env var nobody sets, so only what the test passes counts.
-        master_key_env: "TOLLGATE_TEST_BYOK_UNSET".into(),
-        ..ByokSettings::default()
-    }
-}
-
-/// Seals `secret` for a fresh row and stores it.
-async fn put(store: &Store, m: &MasterKey, org: &str, provider: &str, secret: &str) -> Sealed {
-    let sealed = m.seal(org, provider, &new_credential_id(), secret).unwrap();
-    store
-        .put_provider_key(org, provider, "label", &sealed)
-        .await
-        .unwrap();
-    sealed
-}
-
-/// A second connection to the test database, for what the store API does not offer (an
-/// attacker's edit, a raw scan).
-async fn raw_pool(url: &str) -> sqlx::AnyPool {
-    sqlx::AnyPool::connect(url).await.unwrap()
-}
+use common::byok::{master, put, raw_pool, settings};
 
 #[tokio::test]
 async fn the_cache_serves_keys_modes_and_faults() {

@@ -59,6 +59,13 @@ struct Args {
     /// Where benches/peers/setup.sh installed the Portkey gateway (npm).
     #[arg(long, default_value = "target/bench/portkey")]
     portkey_dir: PathBuf,
+    /// Extra arguments for `tollgate keys create` (e.g. `--rpm 100000000 --concurrency 100000`
+    /// to measure with rate limits on that never bind).
+    #[arg(long, allow_hyphen_values = true, value_delimiter = ' ')]
+    key_args: Vec<String>,
+    /// TOML appended to the gateway's config (e.g. a `[rate_limits]` section with a Redis URL).
+    #[arg(long)]
+    extra_config: Option<String>,
 }
 
 /// A peer gateway process pointed at the mock.
@@ -243,6 +250,8 @@ fn start_gateway(
     bin: &Path,
     openai: std::net::SocketAddr,
     anthropic: std::net::SocketAddr,
+    key_args: &[String],
+    extra_config: &str,
 ) -> Result<Gateway> {
     let dir = tempfile::tempdir()?;
     let plugin_dir = dir.path().join("plugins");
@@ -290,6 +299,7 @@ routes = [{{ provider = "mock-openai", model = "gpt-bench", input_per_mtok = 0.1
 [[models]]
 name = "bench-anthropic"
 routes = [{{ provider = "mock-anthropic", model = "claude-bench", input_per_mtok = 3.0, output_per_mtok = 15.0 }}]
+{extra_config}
 "#,
             data = dir.path().join("data").display(),
             plugins = plugin_dir.display(),
@@ -312,7 +322,14 @@ routes = [{{ provider = "mock-anthropic", model = "claude-bench", input_per_mtok
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     };
     let org = cli(&["orgs", "create", "bench"])?;
-    let key = cli(&["keys", "create", "--org", &org])?;
+    let mut create = vec!["keys", "create", "--org", &org];
+    create.extend(
+        key_args
+            .iter()
+            .map(String::as_str)
+            .filter(|a| !a.is_empty()),
+    );
+    let key = cli(&create)?;
     cli(&["credits", "add", "--org", &org, "--usd", "1000000"])?;
     let child = Command::new(bin)
         .arg("--config")
@@ -492,7 +509,13 @@ async fn main() -> Result<()> {
     };
     let openai = mock::start(opts.clone()).await?;
     let anthropic = mock::start(opts).await?;
-    let gw = start_gateway(&args.tollgate, openai, anthropic)?;
+    let gw = start_gateway(
+        &args.tollgate,
+        openai,
+        anthropic,
+        &args.key_args,
+        args.extra_config.as_deref().unwrap_or(""),
+    )?;
     let bare = start_bare_pingora(&args.tollgate, openai)?;
     let mut peers = Vec::new();
     if args.peers {

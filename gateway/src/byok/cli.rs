@@ -77,34 +77,6 @@ fn read_secret() -> Result<Zeroizing<String>> {
     Ok(Zeroizing::new(key.to_string()))
 }
 
-/// A UTC timestamp (`2026-11-23 21:13`) for ms since the epoch.
-fn when(ms: i64) -> String {
-    let (days, secs) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000) / 1000);
-    // Howard Hinnant's civil-from-days (proleptic Gregorian).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}",
-        secs / 3600,
-        (secs % 3600) / 60
-    )
-}
-
-#[cfg(test)]
-#[test]
-fn timestamps_are_utc_dates() {
-    assert_eq!(when(0), "1970-01-01 00:00");
-    // 2026-11-23 21:13 UTC
-    assert_eq!(when(1_795_468_380_000), "2026-11-23 21:13");
-}
-
 pub async fn run(store: &Store, config: &Config, cmd: ByokCommand) -> Result<()> {
     match cmd {
         ByokCommand::Set {
@@ -157,7 +129,7 @@ pub async fn run(store: &Store, config: &Config, cmd: ByokCommand) -> Result<()>
                     k.provider,
                     k.id,
                     k.master_key_id,
-                    when(k.updated_at),
+                    crate::util::utc_minute(k.updated_at),
                     k.label
                 );
             }

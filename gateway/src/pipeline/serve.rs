@@ -462,7 +462,7 @@ impl Request<'_> {
 
 /// Estimates input tokens on the blocking pool: the tokenizer over a large body is CPU work
 /// that must not hold a proxy worker.
-pub(super) async fn estimate_input_off_path(call: &Call) -> u64 {
+async fn estimate_input_off_path(call: &Call) -> u64 {
     let canonical = call.canonical_body().to_vec();
     let format = call.format;
     tokio::task::spawn_blocking(move || estimate_input(format, &canonical))

@@ -10,7 +10,9 @@
 //! the window fills, so the total never passes N and little is stranded. `docs/rate-limits.md`
 //! has the design, the measured costs and the choice.
 
+mod admission;
 mod local;
+mod scripts;
 mod shared;
 
 use std::sync::Arc;
@@ -233,6 +235,15 @@ impl RateLimiter {
         match self {
             RateLimiter::Local(_) => 0,
             RateLimiter::Shared(s) => s.errors(),
+        }
+    }
+
+    /// Redis round trips made since start (0 when local): with [`RateLimiter::redis_errors`],
+    /// what sharing costs per request.
+    pub fn redis_calls(&self) -> u64 {
+        match self {
+            RateLimiter::Local(_) => 0,
+            RateLimiter::Shared(s) => s.redis_calls(),
         }
     }
 }

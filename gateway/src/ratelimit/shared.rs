@@ -18,59 +18,15 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use redis::aio::ConnectionManager;
 
-use super::local::{self, LocalLimiter};
+pub use super::admission::Admission;
+use super::admission::{Lease, Leased, SharedState};
+use super::local::LocalLimiter;
+use super::scripts::{LEASE, SLOT};
 use super::{window, LimitKind, Limited, Limits, OnRedisError, RateLimitConfig, Remaining};
 
 /// How long a concurrency slot lives in Redis without being released (a replica that died
 /// mid-request gives its slots back after this).
 const SLOT_TTL: Duration = Duration::from_secs(600);
-
-/// Leases a block of one scope's window: KEYS = requests key, tokens key; ARGV = rpm, tpm,
-/// requests needed, tokens needed, divisor, ttl ms. Returns {granted requests, granted tokens,
-/// used requests, used tokens} (after the grant), or {-1, 0, used, 0} / {0, -1, 0, used} when
-/// requests / tokens do not fit.
-const LEASE: &str = r#"
-local rpm, tpm = tonumber(ARGV[1]), tonumber(ARGV[2])
-local need_r, need_t = tonumber(ARGV[3]), tonumber(ARGV[4])
-local div, ttl = tonumber(ARGV[5]), tonumber(ARGV[6])
-local used_r = tonumber(redis.call('GET', KEYS[1]) or '0')
-local used_t = tonumber(redis.call('GET', KEYS[2]) or '0')
-if rpm > 0 and rpm - used_r < need_r then return {-1, 0, used_r, 0} end
-if tpm > 0 and tpm - used_t < need_t then return {0, -1, 0, used_t} end
-local grant_r, grant_t = 0, 0
-if rpm > 0 then
-  grant_r = math.max(need_r, math.floor((rpm - used_r) / div))
-  used_r = redis.call('INCRBY', KEYS[1], grant_r)
-  redis.call('PEXPIRE', KEYS[1], ttl)
-end
-if tpm > 0 then
-  grant_t = math.max(need_t, math.floor((tpm - used_t) / div))
-  used_t = redis.call('INCRBY', KEYS[2], grant_t)
-  redis.call('PEXPIRE', KEYS[2], ttl)
-end
-return {grant_r, grant_t, used_r, used_t}
-"#;
-
-/// Takes a concurrency slot: KEYS = the scope's set; ARGV = limit, now ms, expiry ms, member,
-/// ttl ms. 1 taken, 0 full.
-const SLOT: &str = r#"
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
-redis.call('ZADD', KEYS[1], ARGV[3], ARGV[4])
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
-return 1
-"#;
-
-/// What this replica holds of one scope's window.
-#[derive(Default, Clone, Copy)]
-struct Lease {
-    window: u64,
-    requests: u64,
-    tokens: u64,
-    /// What Redis said was used in the window at the last lease (for the headers).
-    used_requests: u64,
-    used_tokens: u64,
-}
 
 pub struct SharedLimiter {
     conn: Arc<Mutex<Option<ConnectionManager>>>,
@@ -87,27 +43,16 @@ pub struct SharedLimiter {
     lease_script: redis::Script,
     slot_script: redis::Script,
     errors: Arc<AtomicU64>,
+    /// Redis round trips made (request path and background), for the cost per request.
+    calls: Arc<AtomicU64>,
+    /// When the last "Redis unavailable" warning was logged (ms; one per [`WARN_EVERY_MS`]).
+    last_warn: AtomicU64,
     /// While Redis cannot be reached (`on_redis_error = "local"`).
     fallback: Arc<LocalLimiter>,
 }
 
-/// One admitted request's shares: leased units to return if unused, slots to release.
-pub struct Admission {
-    limiter: Option<Arc<SharedState>>,
-    /// (scope, window, tokens counted at admission)
-    leased: Vec<(String, u64, u64)>,
-    slots: Vec<(String, String)>,
-    fallback: Option<local::Admission>,
-}
-
-/// What an admission needs after the request: the connection and the leases.
-struct SharedState {
-    conn: Arc<Mutex<Option<ConnectionManager>>>,
-    prefix: String,
-    timeout: Duration,
-    errors: Arc<AtomicU64>,
-    leases: Arc<Mutex<HashMap<String, Lease>>>,
-}
+/// At most one "Redis unavailable" warning per this interval (the counter has them all).
+const WARN_EVERY_MS: u64 = 10_000;
 
 enum Failure {
     Limited(Limited),
@@ -161,12 +106,19 @@ impl SharedLimiter {
             lease_script: redis::Script::new(LEASE),
             slot_script: redis::Script::new(SLOT),
             errors,
+            calls: Arc::default(),
+            last_warn: AtomicU64::new(0),
             fallback,
         })
     }
 
     pub fn errors(&self) -> u64 {
         self.errors.load(Ordering::Relaxed)
+    }
+
+    /// Redis round trips made so far (leases, concurrency slots, settlements, releases).
+    pub fn redis_calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
     }
 
     /// Whether the connection to Redis is up (tests wait for it).
@@ -180,6 +132,7 @@ impl SharedLimiter {
             prefix: self.prefix.clone(),
             timeout: self.timeout,
             errors: self.errors.clone(),
+            calls: self.calls.clone(),
             leases: self.leases.clone(),
         })
     }
@@ -194,9 +147,15 @@ impl SharedLimiter {
             Ok(ok) => Ok(ok),
             Err(Failure::Limited(l)) => Err(l),
             Err(Failure::Redis(e)) => {
-                let n = self.errors.fetch_add(1, Ordering::Relaxed);
-                if n.is_multiple_of(1000) {
-                    tracing::warn!(error = %e, errors = n + 1, "Redis rate limits unavailable");
+                let n = self.errors.fetch_add(1, Ordering::Relaxed) + 1;
+                let last = self.last_warn.load(Ordering::Relaxed);
+                if (n == 1 || now_ms.saturating_sub(last) >= WARN_EVERY_MS)
+                    && self
+                        .last_warn
+                        .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                        .is_ok()
+                {
+                    tracing::warn!(error = %e, errors = n, "Redis rate limits unavailable");
                 }
                 match self.on_error {
                     OnRedisError::Local => {
@@ -225,20 +184,45 @@ impl SharedLimiter {
         }
     }
 
+    /// All scopes or none: when one refuses (or Redis fails), what the others took from their
+    /// leases goes back to them, and their slots are released when the admission drops.
     async fn admit_shared(
         &self,
         scopes: &[(&str, Limits)],
         tokens: u64,
         now_ms: u64,
     ) -> Result<(Admission, Vec<Remaining>), Failure> {
-        let (win, left_ms) = window(now_ms);
+        let state = self.state();
         let mut admission = Admission {
-            limiter: Some(self.state()),
+            limiter: Some(state.clone()),
             leased: Vec::new(),
             slots: Vec::new(),
             fallback: None,
         };
         let mut remaining = Vec::with_capacity(scopes.len());
+        match self
+            .admit_each(scopes, tokens, now_ms, &mut admission, &mut remaining)
+            .await
+        {
+            Ok(()) => Ok((admission, remaining)),
+            Err(e) => {
+                for l in admission.leased.drain(..) {
+                    state.give_back(&l.scope, l.window, l.requests, l.tokens);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn admit_each(
+        &self,
+        scopes: &[(&str, Limits)],
+        tokens: u64,
+        now_ms: u64,
+        admission: &mut Admission,
+        remaining: &mut Vec<Remaining>,
+    ) -> Result<(), Failure> {
+        let (win, left_ms) = window(now_ms);
         for (scope, limits) in scopes {
             let need_r = u64::from(limits.rpm > 0);
             let need_t = if limits.tpm > 0 { tokens } else { 0 };
@@ -257,7 +241,13 @@ impl SharedLimiter {
                         }
                     }
                 };
-                admission.leased.push((scope.to_string(), win, need_t));
+                admission.leased.push(Leased {
+                    scope: scope.to_string(),
+                    window: win,
+                    requests: need_r,
+                    tokens: need_t,
+                    tpm: limits.tpm > 0,
+                });
                 remaining.push(Remaining {
                     limits: *limits,
                     requests: limits.rpm.saturating_sub(lease.used_requests) + lease.requests,
@@ -284,7 +274,7 @@ impl SharedLimiter {
                 admission.slots.push((scope.to_string(), member));
             }
         }
-        Ok((admission, remaining))
+        Ok(())
     }
 
     /// The scope's refill gate.
@@ -309,7 +299,10 @@ impl SharedLimiter {
         Some(*lease)
     }
 
-    /// Leases a new block from Redis and takes this request's share of it.
+    /// Leases a new block from Redis and takes this request's share of it. Only the shortfall
+    /// is asked of Redis: what this replica still holds of the window counts toward the need,
+    /// so one replica alone can spend its scope's allowance to the last unit. (Requests that
+    /// take from the lease without the gate may spend the block first: then lease again.)
     async fn refill(
         &self,
         scope: &str,
@@ -319,10 +312,81 @@ impl SharedLimiter {
         need_t: u64,
         left_ms: u64,
     ) -> Result<Lease, Failure> {
+        for _ in 0..16 {
+            let held = self.held(scope, win);
+            let short_r = need_r.saturating_sub(held.requests);
+            let short_t = need_t.saturating_sub(held.tokens);
+            let (grant_r, grant_t, used_r, used_t) =
+                self.lease(scope, limits, win, short_r, short_t).await?;
+            if grant_r < 0 || grant_t < 0 {
+                let kind = if grant_r < 0 {
+                    LimitKind::Requests
+                } else {
+                    LimitKind::Tokens
+                };
+                let held = self.held(scope, win);
+                let remaining = Remaining {
+                    limits: *limits,
+                    requests: limits.rpm.saturating_sub(used_r.max(0) as u64) + held.requests,
+                    tokens: limits.tpm.saturating_sub(used_t.max(0) as u64) + held.tokens,
+                    reset_ms: left_ms,
+                };
+                return Err(Failure::Limited(Limited {
+                    scope: scope.to_string(),
+                    kind,
+                    retry_after_ms: left_ms,
+                    headers: super::headers(&[remaining]),
+                }));
+            }
+            let mut leases = self.leases.lock();
+            if leases.len() >= self.max_scopes {
+                leases.retain(|_, l| l.window >= win);
+            }
+            let lease = leases.entry(scope.to_string()).or_default();
+            if lease.window != win {
+                *lease = Lease {
+                    window: win,
+                    ..Lease::default()
+                };
+            }
+            lease.requests += grant_r as u64;
+            lease.tokens += grant_t as u64;
+            lease.used_requests = used_r as u64;
+            lease.used_tokens = used_t as u64;
+            if lease.requests >= need_r && lease.tokens >= need_t {
+                lease.requests -= need_r;
+                lease.tokens -= need_t;
+                return Ok(*lease);
+            }
+        }
+        Err(Failure::Redis(format!(
+            "lease of {scope} spent by others 16 times over"
+        )))
+    }
+
+    /// What this replica holds of the scope's window.
+    fn held(&self, scope: &str, win: u64) -> Lease {
+        match self.leases.lock().get(scope) {
+            Some(l) if l.window == win => *l,
+            _ => Lease::default(),
+        }
+    }
+
+    /// One run of the lease script: (granted requests, granted tokens, used requests, used
+    /// tokens), a grant of -1 when that need does not fit.
+    async fn lease(
+        &self,
+        scope: &str,
+        limits: &Limits,
+        win: u64,
+        need_r: u64,
+        need_t: u64,
+    ) -> Result<(i64, i64, i64, i64), Failure> {
         let conn = self.conn.lock().clone();
         let Some(mut conn) = conn else {
             return Err(Failure::Redis("not connected".into()));
         };
+        self.calls.fetch_add(1, Ordering::Relaxed);
         let base = format!("{}{scope}:{win}", self.prefix);
         let mut call = self.lease_script.prepare_invoke();
         call.key(format!("{base}:r"))
@@ -337,50 +401,10 @@ impl SharedLimiter {
             .await
             .map_err(|_| Failure::Redis("timed out".into()))?
             .map_err(|e| Failure::Redis(e.to_string()))?;
-        let [grant_r, grant_t, used_r, used_t] = reply[..] else {
-            return Err(Failure::Redis(format!("unexpected lease reply {reply:?}")));
-        };
-        if grant_r < 0 || grant_t < 0 {
-            let kind = if grant_r < 0 {
-                LimitKind::Requests
-            } else {
-                LimitKind::Tokens
-            };
-            let held = self.leases.lock().get(scope).copied().unwrap_or_default();
-            let held = if held.window == win {
-                held
-            } else {
-                Lease::default()
-            };
-            let remaining = Remaining {
-                limits: *limits,
-                requests: limits.rpm.saturating_sub(used_r.max(0) as u64) + held.requests,
-                tokens: limits.tpm.saturating_sub(used_t.max(0) as u64) + held.tokens,
-                reset_ms: left_ms,
-            };
-            return Err(Failure::Limited(Limited {
-                scope: scope.to_string(),
-                kind,
-                retry_after_ms: left_ms,
-                headers: super::headers(&[remaining]),
-            }));
+        match reply[..] {
+            [grant_r, grant_t, used_r, used_t] => Ok((grant_r, grant_t, used_r, used_t)),
+            _ => Err(Failure::Redis(format!("unexpected lease reply {reply:?}"))),
         }
-        let mut leases = self.leases.lock();
-        if leases.len() >= self.max_scopes {
-            leases.retain(|_, l| l.window >= win);
-        }
-        let lease = leases.entry(scope.to_string()).or_default();
-        if lease.window != win {
-            *lease = Lease {
-                window: win,
-                ..Lease::default()
-            };
-        }
-        lease.requests += grant_r as u64 - need_r;
-        lease.tokens += grant_t as u64 - need_t;
-        lease.used_requests = used_r as u64;
-        lease.used_tokens = used_t as u64;
-        Ok(*lease)
     }
 
     async fn slot(
@@ -394,6 +418,7 @@ impl SharedLimiter {
         let Some(mut conn) = conn else {
             return Err(Failure::Redis("not connected".into()));
         };
+        self.calls.fetch_add(1, Ordering::Relaxed);
         let ttl = SLOT_TTL.as_millis() as u64;
         let mut call = self.slot_script.prepare_invoke();
         call.key(format!("{}{scope}:c", self.prefix))
@@ -407,72 +432,5 @@ impl SharedLimiter {
             .map_err(|_| Failure::Redis("timed out".into()))?
             .map_err(|e| Failure::Redis(e.to_string()))?;
         Ok(taken == 1)
-    }
-}
-
-impl SharedState {
-    /// Tokens an admission estimated but did not use go back to this replica's lease.
-    fn give_back(&self, scope: &str, win: u64, tokens: u64) {
-        if let Some(l) = self.leases.lock().get_mut(scope) {
-            if l.window == win {
-                l.tokens += tokens;
-            }
-        }
-    }
-
-    /// Runs a Redis command in the background, bounded, counting failures.
-    fn spawn(self: &Arc<Self>, cmd: redis::Cmd) {
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let me = self.clone();
-        rt.spawn(async move {
-            let conn = me.conn.lock().clone();
-            let Some(mut conn) = conn else {
-                me.errors.fetch_add(1, Ordering::Relaxed);
-                return;
-            };
-            let done = tokio::time::timeout(me.timeout, cmd.query_async::<()>(&mut conn)).await;
-            if !matches!(done, Ok(Ok(()))) {
-                me.errors.fetch_add(1, Ordering::Relaxed);
-            }
-        });
-    }
-}
-
-impl Admission {
-    /// More tokens than estimated are added to the window's count in Redis (after the fact:
-    /// the next leases see them); fewer leave the difference for this replica's next requests.
-    pub fn settle(mut self, actual: u64) {
-        if let Some(a) = self.fallback.take() {
-            a.settle(actual);
-            return;
-        }
-        let Some(state) = self.limiter.clone() else {
-            return;
-        };
-        for (scope, win, estimate) in &self.leased {
-            if actual > *estimate {
-                let mut cmd = redis::cmd("INCRBY");
-                cmd.arg(format!("{}{scope}:{win}:t", state.prefix))
-                    .arg(actual - estimate);
-                state.spawn(cmd);
-            } else {
-                state.give_back(scope, *win, estimate - actual);
-            }
-        }
-    }
-}
-
-impl Drop for Admission {
-    fn drop(&mut self) {
-        let Some(state) = &self.limiter else {
-            return;
-        };
-        for (scope, member) in &self.slots {
-            let mut cmd = redis::cmd("ZREM");
-            cmd.arg(format!("{}{scope}:c", state.prefix)).arg(member);
-            state.spawn(cmd);
-        }
     }
 }

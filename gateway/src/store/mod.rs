@@ -25,7 +25,7 @@ pub use audit::{Audit, AuditRecord};
 pub use byok::{ByokState, ProviderKey, Rotation};
 pub use credits::{KeyLimit, Reservation};
 pub use key_admin::KeyUpdate;
-pub use keys::{ApiKey, KeyScopes, NewKey, SpendPeriod};
+pub use keys::{civil_from_days, ApiKey, KeyScopes, NewKey, SpendPeriod};
 pub use members::{Member, OrgLimits, OwnerGuard, Role};
 pub use responses::{spawn_response_purge, ResponseState};
 pub use usage::{ChargeEntry, UsageEvent};

@@ -4,6 +4,8 @@
 //! skipped loudly, except under CI (`CI=true`), where that is a failure.
 #![allow(dead_code)]
 
+pub mod byok;
+
 use std::future::Future;
 
 use sqlx::Connection;
