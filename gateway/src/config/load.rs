@@ -5,63 +5,8 @@ use super::*;
 
 /// A duration in milliseconds from the file, else the defaults, else `fallback`; 0 is refused by
 /// clamping to 1 ms so no bound silently disappears.
-fn ms(file: Option<u64>, defaults: Option<u64>, fallback: u64) -> Duration {
+pub(super) fn ms(file: Option<u64>, defaults: Option<u64>, fallback: u64) -> Duration {
     Duration::from_millis(file.or(defaults).unwrap_or(fallback).max(1))
-}
-
-/// `[rate_limits]` over the defaults.
-fn rate_limits(
-    f: &schema::RateLimits,
-    d: &schema::RateLimits,
-) -> Result<crate::ratelimit::RateLimitConfig> {
-    use crate::ratelimit::{Limits, OnRedisError, RateLimitConfig};
-    let base = RateLimitConfig::default();
-    let n = |a: Option<u64>, b: Option<u64>| a.or(b).unwrap_or(0);
-    let redis_url = f
-        .redis_url
-        .clone()
-        .or_else(|| d.redis_url.clone())
-        .filter(|u| !u.is_empty());
-    if let Some(url) = &redis_url {
-        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-            bail!("rate_limits.redis_url: '{url}' is not a redis:// or rediss:// URL");
-        }
-    }
-    Ok(RateLimitConfig {
-        redis_url,
-        key_prefix: f
-            .key_prefix
-            .clone()
-            .or_else(|| d.key_prefix.clone())
-            .unwrap_or(base.key_prefix),
-        redis_timeout: ms(f.redis_timeout_ms, d.redis_timeout_ms, 50),
-        on_redis_error: match f
-            .on_redis_error
-            .as_deref()
-            .or(d.on_redis_error.as_deref())
-            .unwrap_or("local")
-        {
-            "local" => OnRedisError::Local,
-            "deny" => OnRedisError::Deny,
-            other => bail!("rate_limits.on_redis_error: '{other}' is not \"local\" or \"deny\""),
-        },
-        lease_divisor: f.lease_divisor.or(d.lease_divisor).unwrap_or(8).max(1),
-        max_scopes: f
-            .max_scopes
-            .or(d.max_scopes)
-            .unwrap_or(base.max_scopes)
-            .max(16),
-        default_key: Limits {
-            rpm: n(f.default_key_rpm, d.default_key_rpm),
-            tpm: n(f.default_key_tpm, d.default_key_tpm),
-            concurrent: n(f.default_key_concurrency, d.default_key_concurrency),
-        },
-        default_org: Limits {
-            rpm: n(f.default_org_rpm, d.default_org_rpm),
-            tpm: n(f.default_org_tpm, d.default_org_tpm),
-            concurrent: n(f.default_org_concurrency, d.default_org_concurrency),
-        },
-    })
 }
 
 /// A count that must be at least 1.
@@ -512,7 +457,7 @@ impl Config {
                     p => bail!("byok.fee_percent: {p} is not between 0 and 100"),
                 },
             },
-            rate_limits: rate_limits(&f.rate_limits, &d.rate_limits)?,
+            rate_limits: super::rate_limits::load(&f.rate_limits, &d.rate_limits)?,
         };
         Ok(config)
     }

@@ -16,6 +16,7 @@ use crate::plugins::{InstanceMode, PluginSettings, SettingsTable};
 pub const DEFAULT_CONFIG: &str = include_str!("../default-config.toml");
 
 mod load;
+mod rate_limits;
 mod schema;
 #[cfg(test)]
 mod tests;

@@ -6,6 +6,7 @@
 //! context.rs   the request context (id, timing, client format) and stage-call helpers, auth
 //! client.rs    the client side: body under limits, answers, the stream's sink
 //! routes.rs    the client API routes: chat, Messages, Responses, embeddings, stored responses
+//! route.rs     candidates, routing, the BYOK plan, billing.authorize, the credit reservation
 //! serve.rs     every API's stages in order: parse, routing + billing.authorize, attempts
 //! call.rs      one call parsed for its API: summary, client and canonical bodies
 //! adapt.rs     client-format adapters in the path (formats crate), usage estimates
@@ -38,6 +39,7 @@ mod events;
 mod outcome;
 mod rate;
 mod responses;
+mod route;
 mod routes;
 mod serve;
 mod settle;
