@@ -125,23 +125,22 @@ impl GatewayServices {
     }
 
     /// Makes sure the key record for `presented` is in memory for the auth plugin.
-    pub async fn prefetch_key(&self, presented: &str) -> Result<(), StoreError> {
+    /// Returns the presented key's keyed hash and its record, if one is stored (hashed once
+    /// per request: the host's checks use what this returns).
+    pub async fn prefetch_key(
+        &self,
+        presented: &str,
+    ) -> Result<(String, Option<Arc<ApiKey>>), StoreError> {
         let hash = self.hash(presented);
-        let (refresh, _claim) =
-            must_refresh(self.keys.get(&hash), KEY_TTL, &self.refreshing, &hash);
+        let entry = self.keys.get(&hash);
+        let (refresh, _claim) = must_refresh(entry.clone(), KEY_TTL, &self.refreshing, &hash);
         if !refresh {
-            return Ok(());
+            return Ok((hash, entry.and_then(|(_, k)| k)));
         }
         let info = self.store.key_by_hash(&hash).await?.map(Arc::new);
-        self.keys.insert(hash, (Instant::now(), info));
-        Ok(())
-    }
-
-    /// The key record the presented key hashes to (after [`Self::prefetch_key`]).
-    pub fn key_record(&self, presented: &str) -> Option<(String, Arc<ApiKey>)> {
-        let hash = self.hash(presented);
-        let key = self.keys.get(&hash).and_then(|(_, k)| k)?;
-        Some((hash, key))
+        self.keys
+            .insert(hash.clone(), (Instant::now(), info.clone()));
+        Ok((hash, info))
     }
 
     /// Forgets a key record (it changed): the next request reads it again.

@@ -4,47 +4,11 @@
 
 mod common;
 
-use common::on_both;
-use tollgate::store::{
-    now_ms, ChargeEntry, KeyLimit, KeyScopes, NewKey, Reservation, SpendPeriod, Store, UsageEvent,
-};
+use common::{charge_entry as charge, on_both, usage_event as event};
+use tollgate::store::{now_ms, KeyLimit, KeyScopes, NewKey, Reservation, SpendPeriod, Store};
 
 const SECRET: &[u8] = b"keys-test-secret";
 const DAY: i64 = 86_400_000;
-
-fn event(request_id: &str, org: &str, key: &str, cost: i64) -> UsageEvent {
-    UsageEvent {
-        request_id: request_id.into(),
-        org_id: org.into(),
-        key_id: key.into(),
-        model: "m".into(),
-        provider: "p".into(),
-        input_tokens: 10,
-        output_tokens: 5,
-        cache_read_tokens: 0,
-        cache_write_tokens: 0,
-        reasoning_tokens: 0,
-        cost_micros: cost,
-        latency_ms: 3,
-        status: 200,
-        stream: false,
-        attempts: "[]".into(),
-        client_ip: None,
-        created_at: now_ms(),
-        format: "openai-chat".into(),
-        estimated: false,
-    }
-}
-
-fn charge(request_id: &str, org: &str, key: &str, amount: i64) -> ChargeEntry {
-    ChargeEntry {
-        org_id: org.into(),
-        key_id: key.into(),
-        request_id: request_id.into(),
-        amount_micros: amount,
-        memo: "test".into(),
-    }
-}
 
 #[tokio::test]
 async fn keys_store_scopes_and_limits_and_refuse_when_revoked() {

@@ -11,37 +11,11 @@ use tollgate::store::{now_ms, ChargeEntry, ResponseState, Store, UsageEvent};
 const SECRET: &[u8] = b"store-test-secret";
 
 fn event(request_id: &str, org: &str, cost: i64) -> UsageEvent {
-    UsageEvent {
-        request_id: request_id.into(),
-        org_id: org.into(),
-        key_id: "key".into(),
-        model: "m".into(),
-        provider: "p".into(),
-        input_tokens: 10,
-        output_tokens: 5,
-        cache_read_tokens: 0,
-        cache_write_tokens: 0,
-        reasoning_tokens: 0,
-        cost_micros: cost,
-        latency_ms: 3,
-        status: 200,
-        stream: true,
-        attempts: "[]".into(),
-        client_ip: None,
-        created_at: now_ms(),
-        format: "openai-chat".into(),
-        estimated: false,
-    }
+    common::usage_event(request_id, org, "key", cost)
 }
 
 fn charge(request_id: &str, org: &str, amount: i64) -> ChargeEntry {
-    ChargeEntry {
-        org_id: org.into(),
-        key_id: String::new(),
-        request_id: request_id.into(),
-        amount_micros: amount,
-        memo: "test".into(),
-    }
+    common::charge_entry(request_id, org, "", amount)
 }
 
 #[tokio::test]

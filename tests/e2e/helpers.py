@@ -74,6 +74,22 @@ def http(gw, method, path, body=None, key=None, headers=None, auth="bearer", tim
         return e.code, e.read(), {k.lower(): v for k, v in e.headers.items()}
 
 
+def admin_call(gw, method, path, body=None, token=None):
+    """One call to the gateway's admin API (`token`: the operator's or a member's; None sends
+    none): (status, parsed JSON answer)."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(f"http://127.0.0.1:{gw.admin_port}{path}", data=data, method=method)
+    if data is not None:
+        req.add_header("content-type", "application/json")
+    if token:
+        req.add_header("authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
 def direct(mock, path, body, headers=None):
     """What a mock provider answers to `body` when asked directly, without the gateway (the
     mocks are deterministic): (status, body bytes). The request is dropped from its record."""

@@ -5,12 +5,10 @@ mutation (API and CLI) that cannot be changed, a key revoked through the API ref
 
 import json
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 
-from helpers import http
+from helpers import admin_call, http
 
 ADMIN_TOKEN = "e2e-admin-token"
 GATEWAY_OPTIONS = {"env": {"TOLLGATE_ADMIN_TOKEN": ADMIN_TOKEN}}
@@ -20,17 +18,7 @@ ROLES = ["owner", "admin", "developer", "restricted"]
 
 def admin(gw, method, path, body=None, token=ADMIN_TOKEN):
     """One admin API call: (status, parsed JSON answer)."""
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(f"http://127.0.0.1:{gw.admin_port}{path}", data=data, method=method)
-    if data is not None:
-        req.add_header("content-type", "application/json")
-    if token:
-        req.add_header("authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
+    return admin_call(gw, method, path, body, token)
 
 
 def ok(gw, method, path, body=None, token=ADMIN_TOKEN, status=200):

@@ -9,11 +9,9 @@ import json
 import secrets
 import subprocess
 import time
-import urllib.error
-import urllib.request
 
 from conftest import BINARY
-from helpers import http
+from helpers import admin_call, http
 
 MASTER = secrets.token_hex(32)
 GATEWAY_OPTIONS = {"env": {"TOLLGATE_MASTER_KEY": MASTER}}
@@ -93,17 +91,7 @@ def test_byok_modes_order_the_orgs_and_the_gateways_keys(gw):
 
 def admin(gw, method, path, body=None, token=None):
     """One admin API call (this module's gateway has no admin token: operator calls are open)."""
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(f"http://127.0.0.1:{gw.admin_port}{path}", data=data, method=method)
-    if data is not None:
-        req.add_header("content-type", "application/json")
-    if token:
-        req.add_header("authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
+    return admin_call(gw, method, path, body, token)
 
 
 def test_byok_key_set_through_the_admin_api_is_used_at_once(gw):

@@ -6,10 +6,7 @@
 
 use std::sync::Arc;
 
-use pingora_proxy::Session;
-
 use super::call::Call;
-use super::client::presented_key;
 use super::context::Request;
 use crate::api_error::{format_name, ApiError};
 use crate::plugins::bindings::Principal;
@@ -25,28 +22,20 @@ pub(super) struct Access {
 impl Request<'_> {
     /// Before the auth stage: a presented key the store refuses (revoked, disabled, expired,
     /// rotated out) is refused here with the reason, whatever the auth plugin would say.
-    pub(super) fn refuse_stored_key(&self, session: &Session) -> Result<(), ApiError> {
-        let Some(presented) = presented_key(session.req_header()) else {
-            return Ok(());
-        };
-        if let Some((hash, key)) = self.state.services.key_record(presented) {
-            if let Some(why) = key.refusal(&hash, crate::store::now_ms()) {
-                return Err(ApiError::new(401, "invalid_api_key", why));
-            }
+    pub(super) fn refuse_stored_key(&self, hash: &str, key: &ApiKey) -> Result<(), ApiError> {
+        match key.refusal(hash, crate::store::now_ms()) {
+            Some(why) => Err(ApiError::new(401, "invalid_api_key", why)),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// After the auth stage: the records the later checks use.
-    pub(super) async fn access(
-        &self,
-        session: &Session,
-        who: &Principal,
-    ) -> Result<Access, ApiError> {
-        let key = presented_key(session.req_header())
-            .and_then(|p| self.state.services.key_record(p))
-            .map(|(_, k)| k)
-            .filter(|k| k.id == who.key_id && k.org_id == who.org_id);
+    pub(super) async fn access(&self, who: &Principal) -> Result<Access, ApiError> {
+        let key = self
+            .stored_key
+            .get()
+            .filter(|k| k.id == who.key_id && k.org_id == who.org_id)
+            .cloned();
         let org = self
             .state
             .services

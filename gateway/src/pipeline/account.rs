@@ -5,7 +5,6 @@
 use pingora_proxy::Session;
 use serde_json::{json, Value};
 
-use super::client::presented_key;
 use super::context::Request;
 use crate::api_error::ApiError;
 use crate::store::{now_ms, SpendPeriod};
@@ -21,7 +20,7 @@ impl Request<'_> {
             Ok(w) => w,
             Err(e) => return self.respond_error(session, &e, "").await,
         };
-        match self.key_body(session, &who.key_id).await {
+        match self.key_body(&who.key_id).await {
             Ok(body) => {
                 self.respond(
                     session,
@@ -35,11 +34,12 @@ impl Request<'_> {
         }
     }
 
-    async fn key_body(&self, session: &Session, key_id: &str) -> Result<Value, ApiError> {
-        let key = presented_key(session.req_header())
-            .and_then(|p| self.state.services.key_record(p))
-            .map(|(_, k)| k)
+    async fn key_body(&self, key_id: &str) -> Result<Value, ApiError> {
+        let key = self
+            .stored_key
+            .get()
             .filter(|k| k.id == key_id)
+            .cloned()
             .ok_or_else(|| {
                 ApiError::not_found("This caller was not authenticated with a stored API key.")
             })?;

@@ -23,6 +23,8 @@ pub struct Request<'a> {
     pub(super) client_ip: String,
     /// Credits are held for this request (released when its usage is recorded).
     pub(super) held: std::sync::atomic::AtomicBool,
+    /// The stored record of the presented API key, when there is one (set by `authenticate`).
+    pub(super) stored_key: std::sync::OnceLock<std::sync::Arc<crate::store::ApiKey>>,
     /// Headers every answer carries (`x-ratelimit-*`, `retry-after`).
     pub(super) extra_headers: parking_lot::Mutex<Vec<(&'static str, String)>>,
     /// The rate limiter's admission: held (concurrency) until the request ends.
@@ -42,6 +44,7 @@ impl<'a> Request<'a> {
                 .map(|a| a.ip().to_string())
                 .unwrap_or_default(),
             held: std::sync::atomic::AtomicBool::new(false),
+            stored_key: Default::default(),
             extra_headers: Default::default(),
             admitted: Default::default(),
         }
@@ -105,13 +108,17 @@ impl<'a> Request<'a> {
     pub async fn authenticate(&self, session: &Session) -> Result<Principal, ApiError> {
         let req = session.req_header();
         if let Some(key) = presented_key(req) {
-            self.state
+            let (hash, stored) = self
+                .state
                 .services
                 .prefetch_key(key)
                 .await
                 .map_err(|e| ApiError::internal(format!("key lookup failed: {e}")))?;
+            if let Some(stored) = stored {
+                self.refuse_stored_key(&hash, &stored)?;
+                let _ = self.stored_key.set(stored);
+            }
         }
-        self.refuse_stored_key(session)?;
         let head = RequestHead {
             id: self.id.clone(),
             method: req.method.as_str().to_string(),

@@ -54,7 +54,7 @@ impl Request<'_> {
             Ok(w) => w,
             Err(e) => return self.respond_error(session, &e, "").await,
         };
-        let access = match self.access(session, &who).await {
+        let access = match self.access(&who).await {
             Ok(a) => a,
             Err(e) => {
                 let summary = call::unparsed(self.format, &body);

@@ -9,7 +9,7 @@ pub mod byok;
 use std::future::Future;
 
 use sqlx::Connection;
-use tollgate::store::Store;
+use tollgate::store::{now_ms, ChargeEntry, Store, UsageEvent};
 
 pub fn pg_admin_url() -> Option<String> {
     let url = std::env::var("TOLLGATE_TEST_POSTGRES")
@@ -77,4 +77,40 @@ where
         .execute(&mut admin)
         .await
         .unwrap();
+}
+
+/// A usage event of 10 input and 5 output tokens costing `cost`, made with `key`.
+pub fn usage_event(request_id: &str, org: &str, key: &str, cost: i64) -> UsageEvent {
+    UsageEvent {
+        request_id: request_id.into(),
+        org_id: org.into(),
+        key_id: key.into(),
+        model: "m".into(),
+        provider: "p".into(),
+        input_tokens: 10,
+        output_tokens: 5,
+        cache_read_tokens: 0,
+        cache_write_tokens: 0,
+        reasoning_tokens: 0,
+        cost_micros: cost,
+        latency_ms: 3,
+        status: 200,
+        stream: true,
+        attempts: "[]".into(),
+        client_ip: None,
+        created_at: now_ms(),
+        format: "openai-chat".into(),
+        estimated: false,
+    }
+}
+
+/// The charge of a request (made with `key`, '' for none).
+pub fn charge_entry(request_id: &str, org: &str, key: &str, amount: i64) -> ChargeEntry {
+    ChargeEntry {
+        org_id: org.into(),
+        key_id: key.into(),
+        request_id: request_id.into(),
+        amount_micros: amount,
+        memo: "test".into(),
+    }
 }
