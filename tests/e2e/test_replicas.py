@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import Gateway, require_db, standard_mocks
+from conftest import Gateway, ci_on, require_db, standard_mocks
 from helpers import http
 
 REDIS_URL = os.environ.get("TOLLGATE_TEST_REDIS", "redis://127.0.0.1:6379")
@@ -23,6 +23,10 @@ BODY = {"model": "gpt-mock", "max_tokens": 6, "messages": [{"role": "user", "con
 def pair(tmp_path_factory, test_ca, plugin_cache):
     """Replicas `a` and `b` sharing a fresh PostgreSQL database and a Redis key prefix."""
     require_db("postgres")
+    if REDIS_URL == "skip":
+        if ci_on():
+            pytest.fail("Redis is required under CI")
+        pytest.skip("replica suite SKIPPED: no Redis (set TOLLGATE_TEST_REDIS)")
     ca_file, server_cert = test_ca
     mocks = standard_mocks(server_cert)
     prefix = f"tollgate-test-{secrets.token_hex(4)}:"
