@@ -16,6 +16,7 @@ pub mod pipeline;
 pub mod plugins;
 pub mod proxy;
 pub mod ratelimit;
+pub mod retention;
 pub mod server;
 pub mod services;
 pub mod sse;

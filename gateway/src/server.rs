@@ -16,7 +16,7 @@ use crate::proxy::build_server;
 use crate::services::GatewayServices;
 use crate::store::{Store, UsageWriter};
 
-/// Refuses to start without a plugin for every configured stage and provider.
+/// Refuses to start without a plugin for every configured stage, provider and retention mode.
 fn check_required(config: &Config, registry: &PluginRegistry) -> Result<()> {
     let mut missing = Vec::new();
     let stage_plugins = [
@@ -26,8 +26,10 @@ fn check_required(config: &Config, registry: &PluginRegistry) -> Result<()> {
         &config.logging_plugin,
     ];
     let transforms = config.providers.values().map(|p| &p.transform);
-    for name in stage_plugins.into_iter().chain(transforms) {
-        if registry.get(name).is_none() {
+    // The logging plugin of every retention mode an org may choose.
+    let retention = config.retention.plugins.values();
+    for name in stage_plugins.into_iter().chain(transforms).chain(retention) {
+        if registry.get(name).is_none() && !missing.contains(name) {
             missing.push(name.clone());
         }
     }

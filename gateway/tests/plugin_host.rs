@@ -241,7 +241,7 @@ fn each_stage_world_loads_and_answers_with_real_data() {
         response_body: None,
         timestamp_ms: 0,
     };
-    let decision = logging.retain("r", &record).unwrap();
+    let decision = logging.retain("r", &record).unwrap().decision;
     assert!(decision.store_event && !decision.store_content && !decision.store_client_ip);
 
     // Calling a plugin at the wrong stage is refused by name.

@@ -59,6 +59,12 @@ pub fn now_ms() -> u64 {
     imp::now_ms()
 }
 
+/// Logging stage: store this request and response content instead of what the record carried
+/// (e.g. redacted). Used by the host only when the decision says `store_content`.
+pub fn keep_content(request_body: &[u8], response_body: &[u8]) {
+    imp::keep_content(request_body, response_body)
+}
+
 /// Keyed hash (HMAC-SHA256 with the server secret) of a presented API key.
 pub fn hash_api_key(presented: &str) -> String {
     imp::hash_api_key(presented)

@@ -19,6 +19,8 @@ pub struct TestHost {
     pub prices: HashMap<(String, String), Price>,
     pub counters: HashMap<String, i64>,
     pub logs: Vec<(LogLevel, String)>,
+    /// The last content a logging plugin asked to keep (`host::keep_content`).
+    pub kept_content: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 thread_local! {
@@ -73,6 +75,9 @@ pub(crate) mod native {
     }
     pub fn now_ms() -> u64 {
         TestHost::with(|h| h.now_ms)
+    }
+    pub fn keep_content(request_body: &[u8], response_body: &[u8]) {
+        TestHost::with(|h| h.kept_content = Some((request_body.to_vec(), response_body.to_vec())))
     }
     pub fn hash_api_key(presented: &str) -> String {
         TestHost::test_hash(presented)

@@ -66,6 +66,9 @@ struct Args {
     /// TOML appended to the gateway's config (e.g. a `[rate_limits]` section with a Redis URL).
     #[arg(long)]
     extra_config: Option<String>,
+    /// The bench org's retention mode (`retain-all` measures content capture and storage).
+    #[arg(long)]
+    retention_mode: Option<String>,
 }
 
 /// A peer gateway process pointed at the mock.
@@ -252,6 +255,7 @@ fn start_gateway(
     anthropic: std::net::SocketAddr,
     key_args: &[String],
     extra_config: &str,
+    retention_mode: Option<&str>,
 ) -> Result<Gateway> {
     let dir = tempfile::tempdir()?;
     let plugin_dir = dir.path().join("plugins");
@@ -322,6 +326,9 @@ routes = [{{ provider = "mock-anthropic", model = "claude-bench", input_per_mtok
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     };
     let org = cli(&["orgs", "create", "bench"])?;
+    if let Some(mode) = retention_mode {
+        cli(&["orgs", "retention", &org, "--mode", mode])?;
+    }
     let mut create = vec!["keys", "create", "--org", &org];
     create.extend(
         key_args
@@ -515,6 +522,7 @@ async fn main() -> Result<()> {
         anthropic,
         &args.key_args,
         args.extra_config.as_deref().unwrap_or(""),
+        args.retention_mode.as_deref(),
     )?;
     let bare = start_bare_pingora(&args.tollgate, openai)?;
     let mut peers = Vec::new();

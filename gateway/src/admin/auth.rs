@@ -43,6 +43,8 @@ pub enum Action {
     OrgCreate,
     OrgRead,
     OrgLimits,
+    /// The org's retention (mode, periods, key overrides) and data policy (issue 10).
+    OrgPolicy,
     MemberList,
     MemberAdd,
     MemberRole,
@@ -73,11 +75,12 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 26] = [
+    pub const ALL: [Action; 27] = [
         Action::OrgList,
         Action::OrgCreate,
         Action::OrgRead,
         Action::OrgLimits,
+        Action::OrgPolicy,
         Action::MemberList,
         Action::MemberAdd,
         Action::MemberRole,
@@ -109,6 +112,7 @@ impl Action {
             Action::OrgCreate => "org.create",
             Action::OrgRead => "org.read",
             Action::OrgLimits => "org.limits",
+            Action::OrgPolicy => "org.policy",
             Action::MemberList => "member.list",
             Action::MemberAdd => "member.add",
             Action::MemberRole => "member.role",
@@ -157,7 +161,7 @@ pub fn access(role: Role, action: Action) -> Access {
         (_, A::OrgCreate | A::CreditsGrant) => Denied,
         (_, A::OrgList | A::OrgRead) => All,
         (Role::Owner, _) => All,
-        (Role::Admin, A::OrgLimits | A::MemberManageOwners) => Denied,
+        (Role::Admin, A::OrgLimits | A::OrgPolicy | A::MemberManageOwners) => Denied,
         (Role::Admin, _) => All,
         (
             Role::Developer,

@@ -236,12 +236,27 @@ pub async fn patch(
     non_negative("rpm_limit", update.rpm_limit)?;
     non_negative("tpm_limit", update.tpm_limit)?;
     non_negative("concurrency_limit", update.concurrency_limit)?;
+    if let Some(mode) = update.retention_mode.as_deref() {
+        if mode != "org" {
+            if crate::retention::RetentionMode::parse(mode).is_none() {
+                return Err(AdminError::bad_request(format!(
+                    "'retention_mode' must be retain-all, metadata-only, zero or org (not '{mode}')"
+                )));
+            }
+            if !org.key_retention_override {
+                return Err(AdminError::conflict(
+                    "this org does not let keys override its retention mode: an owner sets \
+                     key_retention_override first (PATCH /admin/orgs/{org}/retention)",
+                ));
+            }
+        }
+    }
     let entry = Audit::new(&caller.actor(), &org.id, Action::KeyUpdate.name(), &key.id)
         .with_details(json!({
             "name": update.name, "scopes": update.scopes, "expires_at": update.expires_at,
             "spend_limit_micros": update.spend_limit_micros, "spend_period": update.spend_period,
             "rpm_limit": update.rpm_limit, "tpm_limit": update.tpm_limit,
-            "concurrency_limit": update.concurrency_limit,
+            "concurrency_limit": update.concurrency_limit, "retention_mode": update.retention_mode,
         }));
     let key = api.store.update_key(&key.id, &update, &entry).await?;
     Ok(Reply(200, key_json(&key, member.as_deref())))

@@ -15,6 +15,7 @@ mod keys;
 mod members;
 pub mod openapi;
 mod orgs;
+mod policy;
 
 use std::sync::Arc;
 
@@ -135,6 +136,8 @@ pub enum Handler {
     OrgsCreate,
     OrgGet,
     OrgPatch,
+    OrgRetention,
+    OrgDataPolicy,
     MembersList,
     MembersAdd,
     MemberPatch,
@@ -168,6 +171,16 @@ pub const ROUTES: &[(&str, &str, Handler)] = &[
     ("POST", "/admin/orgs", Handler::OrgsCreate),
     ("GET", "/admin/orgs/{org}", Handler::OrgGet),
     ("PATCH", "/admin/orgs/{org}", Handler::OrgPatch),
+    (
+        "PATCH",
+        "/admin/orgs/{org}/retention",
+        Handler::OrgRetention,
+    ),
+    (
+        "PATCH",
+        "/admin/orgs/{org}/data-policy",
+        Handler::OrgDataPolicy,
+    ),
     ("GET", "/admin/orgs/{org}/members", Handler::MembersList),
     ("POST", "/admin/orgs/{org}/members", Handler::MembersAdd),
     (
@@ -398,6 +411,8 @@ impl AdminApi {
             Handler::OrgsCreate => orgs::create(self, caller, body).await,
             Handler::OrgGet => orgs::get(self, caller, p(0)).await,
             Handler::OrgPatch => orgs::patch(self, caller, p(0), body).await,
+            Handler::OrgRetention => policy::retention(self, caller, p(0), body).await,
+            Handler::OrgDataPolicy => policy::data_policy(self, caller, p(0), body).await,
             Handler::MembersList => members::list(self, caller, p(0)).await,
             Handler::MembersAdd => members::add(self, caller, p(0), body).await,
             Handler::MemberPatch => members::patch(self, caller, p(0), p(1), body).await,

@@ -38,6 +38,10 @@ pub enum KeysCommand {
         /// Remove every scope restriction.
         #[arg(long, conflicts_with_all = ["model", "provider", "api"])]
         unrestricted: bool,
+        /// The key's own retention mode (retain-all, metadata-only, zero), or `org` for the
+        /// org's; only where the org allows key overrides.
+        #[arg(long)]
+        retention_mode: Option<String>,
         #[command(flatten)]
         fields: KeyFields,
     },
@@ -234,9 +238,13 @@ pub async fn run(admin: &Admin, command: KeysCommand) -> Result<()> {
             key_id,
             name,
             unrestricted,
+            retention_mode,
             fields,
         } => {
             let mut body = fields.body()?;
+            if let Some(m) = retention_mode {
+                body.insert("retention_mode".into(), json!(m));
+            }
             if let Some(n) = name {
                 body.insert("name".into(), json!(n));
             }

@@ -1,4 +1,4 @@
-//! `tollgate orgs create | list | limits | alert`.
+//! `tollgate orgs create | list | limits | alert | retention | data-policy`.
 
 use anyhow::{bail, Result};
 use clap::Subcommand;
@@ -26,6 +26,36 @@ pub enum OrgsCommand {
         /// Requests at once.
         #[arg(long)]
         concurrency: Option<i64>,
+    },
+    /// Set what is kept of the org's requests and for how long (omitted values stay); prints
+    /// the org.
+    Retention {
+        org: String,
+        /// retain-all, metadata-only or zero.
+        #[arg(long)]
+        mode: Option<String>,
+        /// Days request logs (and content under retain-all) are kept, 0-90.
+        #[arg(long)]
+        days: Option<i64>,
+        /// Days a stored client IP is kept, 0-30.
+        #[arg(long = "ip-days")]
+        ip_days: Option<i64>,
+        /// Whether the org's keys may choose their own mode.
+        #[arg(long = "key-override")]
+        key_override: Option<bool>,
+    },
+    /// Set which providers the org's requests may go to (omitted values stay); prints the org.
+    DataPolicy {
+        org: String,
+        /// Only providers with zero data retention.
+        #[arg(long = "require-zdr")]
+        require_zdr: Option<bool>,
+        /// No provider that trains on the data it is sent.
+        #[arg(long = "deny-training")]
+        deny_training: Option<bool>,
+        /// Allowed regions, comma-separated (`''`: any).
+        #[arg(long)]
+        regions: Option<String>,
     },
     /// Show the org's low-balance alert, or set it (omitted values keep the current ones) or
     /// clear it.
@@ -121,6 +151,55 @@ pub async fn run(admin: &Admin, command: OrgsCommand) -> Result<()> {
                 org["tpm_limit"],
                 org["concurrency_limit"]
             );
+        }
+        OrgsCommand::Retention {
+            org,
+            mode,
+            days,
+            ip_days,
+            key_override,
+        } => {
+            let mut body = serde_json::Map::new();
+            if let Some(m) = mode {
+                body.insert("mode".into(), json!(m));
+            }
+            if let Some(d) = days {
+                body.insert("retention_days".into(), json!(d));
+            }
+            if let Some(d) = ip_days {
+                body.insert("ip_retention_days".into(), json!(d));
+            }
+            if let Some(b) = key_override {
+                body.insert("key_retention_override".into(), json!(b));
+            }
+            let path = format!("/admin/orgs/{org}/retention");
+            let org = admin.call("PATCH", &path, Value::Object(body)).await?;
+            println!("{}", serde_json::to_string_pretty(&org)?);
+        }
+        OrgsCommand::DataPolicy {
+            org,
+            require_zdr,
+            deny_training,
+            regions,
+        } => {
+            let mut body = serde_json::Map::new();
+            if let Some(b) = require_zdr {
+                body.insert("require_zdr".into(), json!(b));
+            }
+            if let Some(b) = deny_training {
+                body.insert("deny_training".into(), json!(b));
+            }
+            if let Some(r) = regions {
+                let list: Vec<&str> = r
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .collect();
+                body.insert("allowed_regions".into(), json!(list));
+            }
+            let path = format!("/admin/orgs/{org}/data-policy");
+            let org = admin.call("PATCH", &path, Value::Object(body)).await?;
+            println!("{}", serde_json::to_string_pretty(&org)?);
         }
         OrgsCommand::Alert {
             org,

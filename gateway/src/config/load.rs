@@ -159,6 +159,8 @@ impl Config {
                     transform: p.transform,
                     auth,
                     zero_retention: p.zero_retention,
+                    trains_on_data: p.trains_on_data,
+                    region: p.region.unwrap_or_default(),
                     ca_file: p.ca_file,
                     formats,
                 },
@@ -241,6 +243,11 @@ impl Config {
             }
         }
 
+        let logging = pick(
+            f.stages.logging.clone(),
+            d.stages.logging.clone(),
+            "retention-metadata-only",
+        );
         let config = Config {
             listen: pick(f.server.listen, d.server.listen, "127.0.0.1:8080"),
             admin_listen: pick(
@@ -298,11 +305,7 @@ impl Config {
             auth_plugin: pick(f.stages.auth, d.stages.auth, "auth-apikey"),
             routing_plugin: pick(f.stages.routing, d.stages.routing, "route-policy"),
             billing_plugin: pick(f.stages.billing, d.stages.billing, "billing-credits"),
-            logging_plugin: pick(
-                f.stages.logging,
-                d.stages.logging,
-                "retention-metadata-only",
-            ),
+            logging_plugin: logging.clone(),
             metrics_require_token: f
                 .server
                 .metrics_require_token
@@ -458,6 +461,7 @@ impl Config {
                 },
             },
             rate_limits: super::rate_limits::load(&f.rate_limits, &d.rate_limits)?,
+            retention: super::rate_limits::retention(&f.retention, &d.retention, &logging)?,
         };
         Ok(config)
     }

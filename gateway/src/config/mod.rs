@@ -42,6 +42,10 @@ pub struct Provider {
     pub transform: String,
     pub auth: ProviderAuth,
     pub zero_retention: bool,
+    /// The provider may train on what it is sent.
+    pub trains_on_data: bool,
+    /// Where the provider processes data ("" = not stated: refused by region policies).
+    pub region: String,
     pub ca_file: Option<PathBuf>,
     /// Client APIs served natively (pass-through to the transform), by their WIT names
     /// (`anthropic-messages`, `openai-embeddings`, ...). Canonical chat is always served.
@@ -200,6 +204,29 @@ pub struct Config {
     pub byok: ByokSettings,
     /// Rate limits: local or shared through Redis, and the defaults (`[rate_limits]`).
     pub rate_limits: crate::ratelimit::RateLimitConfig,
+    /// Retention: the logging plugin per mode, the content cap, the purge (`[retention]`).
+    pub retention: RetentionSettings,
+}
+
+/// `[retention]`, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetentionSettings {
+    /// The logging plugin deciding for each mode.
+    pub plugins: BTreeMap<crate::retention::RetentionMode, String>,
+    /// Request and response content captured for the logging stage, each at most this many
+    /// bytes (the rest is cut and the record marked truncated).
+    pub max_content_bytes: usize,
+    /// How often the purge runs.
+    pub purge_interval: Duration,
+    /// Rows deleted or updated per statement (keeps each write transaction short).
+    pub purge_batch: u64,
+}
+
+impl RetentionSettings {
+    /// The logging plugin for `mode`.
+    pub fn plugin(&self, mode: crate::retention::RetentionMode) -> &str {
+        self.plugins.get(&mode).map_or("", String::as_str)
+    }
 }
 
 /// `[byok]`: the master key that seals org-provided provider keys, and the fee on BYOK requests.

@@ -1,4 +1,5 @@
-//! `[rate_limits]` from the file over the defaults, checked into the limiter's config.
+//! `[rate_limits]` and `[retention]` from the file over the defaults, checked into their
+//! internal settings.
 
 use super::load::ms;
 use super::*;
@@ -55,5 +56,50 @@ pub(super) fn load(
             tpm: n(f.default_org_tpm, d.default_org_tpm),
             concurrent: n(f.default_org_concurrency, d.default_org_concurrency),
         },
+    })
+}
+
+/// `[retention]` over the defaults. `[stages] logging` stays the plugin of `metadata-only`
+/// unless `[retention.plugins]` names another.
+pub(super) fn retention(
+    f: &schema::Retention,
+    d: &schema::Retention,
+    logging: &str,
+) -> Result<RetentionSettings> {
+    use crate::retention::RetentionMode;
+    let mut plugins = BTreeMap::from([
+        (RetentionMode::RetainAll, "retention-retain-all".to_string()),
+        (RetentionMode::MetadataOnly, logging.to_string()),
+        (RetentionMode::Zero, "retention-zero".to_string()),
+    ]);
+    for table in [&d.plugins, &f.plugins].into_iter().flatten() {
+        for (mode, plugin) in table {
+            let Some(m) = RetentionMode::parse(mode) else {
+                bail!(
+                    "retention.plugins: '{mode}' is not a retention mode (retain-all, metadata-only, zero)"
+                );
+            };
+            if plugin.is_empty() {
+                bail!("retention.plugins.{mode}: the plugin name is empty");
+            }
+            plugins.insert(m, plugin.clone());
+        }
+    }
+    let max_content_bytes = f
+        .max_content_bytes
+        .or(d.max_content_bytes)
+        .unwrap_or(1 << 20);
+    if max_content_bytes == 0 {
+        bail!("retention.max_content_bytes must be at least 1");
+    }
+    Ok(RetentionSettings {
+        plugins,
+        max_content_bytes,
+        purge_interval: ms(f.purge_interval_ms, d.purge_interval_ms, 60_000),
+        purge_batch: f
+            .purge_batch
+            .or(d.purge_batch)
+            .unwrap_or(500)
+            .clamp(1, 100_000),
     })
 }

@@ -15,6 +15,19 @@ pub struct File {
     pub models: Vec<Model>,
     pub byok: Byok,
     pub rate_limits: RateLimits,
+    pub retention: Retention,
+}
+
+/// `[retention]`: the logging plugin of each retention mode, how much content is captured,
+/// and how often the purge runs.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retention {
+    /// Mode names (`retain-all`, `metadata-only`, `zero`) to logging plugin names.
+    pub plugins: Option<BTreeMap<String, String>>,
+    pub max_content_bytes: Option<usize>,
+    pub purge_interval_ms: Option<u64>,
+    pub purge_batch: Option<u64>,
 }
 
 /// `[rate_limits]`: where limits are counted, and the defaults for keys and orgs that set none.
@@ -132,6 +145,13 @@ pub struct Provider {
     pub auth: Option<String>,
     #[serde(default)]
     pub zero_retention: bool,
+    /// The provider may train on what it is sent (refused for orgs with `deny_training`).
+    #[serde(default)]
+    pub trains_on_data: bool,
+    /// Where the provider processes data (e.g. `eu`, `us`), matched against an org's
+    /// allowed regions.
+    #[serde(default)]
+    pub region: Option<String>,
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
     /// Client APIs the provider serves natively (pass-through), besides canonical chat.

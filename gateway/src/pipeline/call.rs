@@ -184,6 +184,23 @@ pub fn responses(
 }
 
 impl Call {
+    /// Under retention mode `zero`: nothing of the conversation is stored (`store` answered as
+    /// false), so a `previous_response_id` cannot be continued.
+    pub fn without_state(&mut self) -> Result<(), ApiError> {
+        if let Some(r) = self.responses.as_mut() {
+            if r.request.previous_response_id.is_some() {
+                return Err(ApiError::bad_request(
+                    "This organization's retention mode is 'zero': conversation state is not \
+                     stored, so previous_response_id cannot be used. Send the whole \
+                     conversation as input instead.",
+                )
+                .with_param("previous_response_id"));
+            }
+            r.request.store = false;
+        }
+        Ok(())
+    }
+
     /// Builds the Responses call's canonical body over `history` (earlier turns).
     pub fn with_history(mut self, history: Vec<Value>) -> Result<Self, ApiError> {
         if let Some(r) = self.responses.as_mut() {

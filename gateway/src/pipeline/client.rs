@@ -51,6 +51,9 @@ impl Request<'_> {
         for (name, value) in self.extra_headers.lock().iter() {
             let _ = resp.insert_header(*name, value.as_str());
         }
+        if let Some(capture) = self.capture.lock().as_mut() {
+            capture.response(&body);
+        }
         if matches!(status, 408 | 413 | 431) {
             // The rest of what the client sent cannot be trusted to frame a next request.
             session.set_keepalive(None);
@@ -156,6 +159,8 @@ pub(super) struct SessionSink<'s> {
     pub format: ApiFormat,
     /// The request's extra headers (`x-ratelimit-*`).
     pub headers: Vec<(&'static str, String)>,
+    /// Where the bytes sent are captured for the logging stage (retain-all only).
+    pub capture: &'s parking_lot::Mutex<Option<crate::retention::capture::Capture>>,
 }
 
 impl ClientSink for SessionSink<'_> {
@@ -179,6 +184,9 @@ impl ClientSink for SessionSink<'_> {
     }
 
     async fn send(&mut self, bytes: Bytes, end: bool) -> bool {
+        if let Some(capture) = self.capture.lock().as_mut() {
+            capture.response(&bytes);
+        }
         self.session
             .write_response_body(Some(bytes), end)
             .await

@@ -29,6 +29,10 @@ pub struct Request<'a> {
     pub(super) extra_headers: parking_lot::Mutex<Vec<(&'static str, String)>>,
     /// The rate limiter's admission: held (concurrency) until the request ends.
     pub(super) admitted: parking_lot::Mutex<Option<crate::ratelimit::Admitted>>,
+    /// The retention policy the request runs under (set once the org and key are known).
+    pub(super) retention: std::sync::OnceLock<crate::retention::Policy>,
+    /// Request and response content, captured only when the mode lets the logging stage see it.
+    pub(super) capture: parking_lot::Mutex<Option<crate::retention::capture::Capture>>,
 }
 
 impl<'a> Request<'a> {
@@ -47,6 +51,8 @@ impl<'a> Request<'a> {
             stored_key: Default::default(),
             extra_headers: Default::default(),
             admitted: Default::default(),
+            retention: Default::default(),
+            capture: Default::default(),
         }
     }
 

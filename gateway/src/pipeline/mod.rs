@@ -19,7 +19,8 @@
 //! events.rs    stream events through transform.event
 //! rate.rs     rate limits (key and org) on the request path, `x-ratelimit-*` headers
 //! outcome.rs   what attempts and requests ended as (enums), usage of cut streams
-//! settle.rs    billing.settle, logging stage, usage record
+//! settle.rs    billing.settle, the usage record
+//! retain.rs    the retention policy, content capture, the logging stage and the mode's ceiling
 //! ```
 //!
 //! Upstream attempts are driven here (not through Pingora's `upstream_peer` loop) so that the
@@ -38,6 +39,7 @@ mod context;
 mod events;
 mod outcome;
 mod rate;
+mod retain;
 mod responses;
 mod route;
 mod routes;

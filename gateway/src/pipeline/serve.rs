@@ -63,6 +63,7 @@ impl Request<'_> {
                 return self.respond_error(session, &e, "").await;
             }
         };
+        self.begin_retention(&access, &body);
         let call = match self.parse(session, parse, body.clone(), &who).await {
             Ok(c) => c,
             Err(e) => {
@@ -99,7 +100,10 @@ impl Request<'_> {
                 limits,
             )?,
             Parse::Responses => {
-                let call = call::responses(body, self.response_meta(), limits)?;
+                let mut call = call::responses(body, self.response_meta(), limits)?;
+                if self.retention_mode() == crate::retention::RetentionMode::Zero {
+                    call.without_state()?;
+                }
                 let history = self.history(&call, who).await?;
                 call.with_history(history)?
             }
@@ -366,6 +370,7 @@ impl AttemptRunner for CallAttempt<'_, '_, '_> {
                         request_id: &req.id,
                         format: req.format,
                         headers: req.extra_headers.lock().clone(),
+                        capture: &req.capture,
                     };
                     let events =
                         PluginEvents::new(req, &transform, &ctx, stream_state).priced(pricing);

@@ -5,20 +5,11 @@
 use super::context::Request;
 use super::outcome::{usage_tokens, AttemptRecord, Outcome, NO_USAGE};
 use crate::plugins::bindings::{
-    AttemptOutcome, Charge, Price, Principal, RequestRecord, RequestSummary, RetentionDecision,
-    Usage,
+    AttemptOutcome, Charge, Price, Principal, RequestRecord, RequestSummary, Usage,
 };
 use crate::plugins::Stage;
+use crate::retention;
 use crate::store::{now_ms, ChargeEntry, UsageEvent};
-
-/// What is kept when the logging stage cannot decide: the metadata event (billing needs it),
-/// nothing else — fail safe for privacy.
-const METADATA_ONLY: RetentionDecision = RetentionDecision {
-    store_event: true,
-    store_client_ip: false,
-    store_content: false,
-    retention_days: 0,
-};
 
 impl Request<'_> {
     /// Settles an answered request: the charge, the metrics, the usage record.
@@ -151,6 +142,17 @@ impl Request<'_> {
         // The rate limiter's token windows get what was really used; concurrency is freed.
         self.settle_rate(usage.input + usage.output);
         let latency_ms = self.started.elapsed().as_millis() as u32;
+        let created_at = now_ms();
+        let attempt_records: Vec<AttemptOutcome> = records
+            .iter()
+            .map(|r| AttemptOutcome {
+                provider: r.provider.clone(),
+                upstream_model: r.upstream_model.clone(),
+                status: r.status,
+                error: r.error.as_ref().map(|e| e.as_record()).unwrap_or_default(),
+                latency_ms: r.latency.as_millis() as u32,
+            })
+            .collect();
         let record = RequestRecord {
             request_id: self.id.clone(),
             org_id: who.org_id.clone(),
@@ -161,40 +163,20 @@ impl Request<'_> {
             cost_micros: cost,
             latency_ms,
             status,
-            attempts: records
-                .iter()
-                .map(|r| AttemptOutcome {
-                    provider: r.provider.clone(),
-                    upstream_model: r.upstream_model.clone(),
-                    status: r.status,
-                    error: r.error.as_ref().map(|e| e.as_record()).unwrap_or_default(),
-                    latency_ms: r.latency.as_millis() as u32,
-                })
-                .collect(),
+            attempts: attempt_records.clone(),
             client_ip: self.client_ip.clone(),
             stream: summary.stream,
             request_body: None,
             response_body: None,
-            timestamp_ms: now_ms() as u64,
+            timestamp_ms: created_at as u64,
         };
-        let decision = match state
-            .registry
-            .get_stage(&state.config.logging_plugin, Stage::Logging)
-        {
-            Ok(p) => match self.timed(Stage::Logging, || p.retain(&self.id, &record)) {
-                Ok(d) => d,
-                Err(e) => {
-                    self.plugin_failed(&e);
-                    METADATA_ONLY
-                }
-            },
-            Err(e) => {
-                self.plugin_failed(&e);
-                METADATA_ONLY
-            }
-        };
-        // A charge is always recorded with its event: billing records are not optional.
-        if !decision.store_event && charge.is_none() {
+        let kept = self.logging_stage(who, record).await;
+        let decision = kept.decision;
+        let expires_at =
+            retention::expires_at(created_at, kept.policy.days, decision.retention_days);
+        // A charge is always recorded: billing records are not optional (under `zero` without
+        // its usage row).
+        if !decision.store_event && charge.as_ref().is_none_or(|c| c.amount_micros == 0) {
             // Nothing recorded, so the usage writer will not release the hold: do it here.
             if self.held.load(std::sync::atomic::Ordering::Acquire) {
                 if let Err(e) = state.store.release_hold(&self.id).await {
@@ -204,8 +186,7 @@ impl Request<'_> {
             return;
         }
         let attempts = serde_json::Value::Array(
-            record
-                .attempts
+            attempt_records
                 .iter()
                 .map(|a| {
                     serde_json::json!({"provider": a.provider, "model": a.upstream_model,
@@ -229,10 +210,17 @@ impl Request<'_> {
             status: i64::from(status),
             stream: summary.stream,
             attempts: attempts.to_string(),
-            client_ip: decision.store_client_ip.then(|| self.client_ip.clone()),
-            created_at: now_ms(),
+            client_ip: (decision.store_client_ip && !self.client_ip.is_empty())
+                .then(|| self.client_ip.clone()),
+            created_at,
             format: crate::api_error::format_name(summary.format).to_string(),
             estimated,
+            expires_at: Some(expires_at),
+            ip_expires_at: decision
+                .store_client_ip
+                .then(|| retention::ip_expires_at(created_at, kept.policy.ip_days, expires_at)),
+            stored: decision.store_event,
+            content: kept.content,
         };
         let charge = charge.filter(|c| c.amount_micros > 0).map(|c| ChargeEntry {
             org_id: who.org_id.clone(),

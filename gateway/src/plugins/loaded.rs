@@ -149,6 +149,22 @@ impl OutputSize for Charge {
         self.memo.len() as u64
     }
 }
+/// A logging plugin's answer: the decision, and the content it chose to store instead of the
+/// record's (`keep-content`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Retained {
+    pub decision: RetentionDecision,
+    pub kept_content: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl OutputSize for Retained {
+    fn output_bytes(&self) -> u64 {
+        self.kept_content
+            .as_ref()
+            .map_or(0, |(a, b)| (a.len() + b.len()) as u64)
+    }
+}
+
 impl OutputSize for RetentionDecision {
     fn output_bytes(&self) -> u64 {
         0
@@ -462,14 +478,23 @@ impl LoadedPlugin {
         })
     }
 
-    /// Logging stage: what may be stored of a finished request.
+    /// Logging stage: what may be stored of a finished request, and the content the plugin
+    /// asked to store in place of the record's (`keep-content`), if it did.
     pub fn retain(
         &self,
         request_id: &str,
         record: &RequestRecord,
-    ) -> Result<RetentionDecision, PluginError> {
+    ) -> Result<Retained, PluginError> {
         self.checked(Stage::Logging, request_id, |inst, store| match inst {
-            StageInstance::Logging(p) => p.tollgate_plugin_logging().call_retain(store, record),
+            StageInstance::Logging(p) => {
+                store.data_mut().kept_content = None;
+                let decision = p.tollgate_plugin_logging().call_retain(&mut *store, record);
+                let kept = store.data_mut().kept_content.take();
+                Ok(Retained {
+                    decision: decision?,
+                    kept_content: kept,
+                })
+            }
             _ => Err(self.wrong_stage()),
         })
     }

@@ -19,7 +19,7 @@ mod watch;
 
 pub use engine::{EngineOptions, PluginEngine};
 pub use error::{PluginError, PluginErrorKind};
-pub use loaded::{LoadedPlugin, PluginStats, PluginVersion};
+pub use loaded::{LoadedPlugin, PluginStats, PluginVersion, Retained};
 pub use registry::{plugin_name, PluginRegistry, PluginStatus, SettingsTable, WIT_VERSION};
 pub use settings::{InstanceMode, PluginSettings};
 pub use state::{HostContext, HostServices, NoServices};

@@ -138,6 +138,9 @@ pub struct HostState {
     pub(crate) config: Arc<str>,
     pub(crate) request_id: String,
     pub(crate) shared: Arc<HostContext>,
+    /// What a logging plugin asked to store in place of the record's content (`keep-content`),
+    /// taken by the host after `retain`.
+    pub(crate) kept_content: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 impl HostState {
@@ -157,6 +160,7 @@ impl HostState {
             config,
             request_id: String::new(),
             shared,
+            kept_content: None,
         }
     }
 
@@ -221,6 +225,10 @@ impl host::Host for HostState {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0)
+    }
+
+    fn keep_content(&mut self, request_body: Vec<u8>, response_body: Vec<u8>) {
+        self.kept_content = Some((request_body, response_body));
     }
 
     fn hash_api_key(&mut self, presented: String) -> String {

@@ -25,6 +25,9 @@ pub struct KeyUpdate {
     pub rpm_limit: Option<i64>,
     pub tpm_limit: Option<i64>,
     pub concurrency_limit: Option<i64>,
+    /// The key's own retention mode (`retain-all`, `metadata-only`, `zero`), or `org` for the
+    /// org's; honoured only while the org allows key overrides.
+    pub retention_mode: Option<String>,
 }
 
 impl KeyUpdate {
@@ -112,6 +115,16 @@ impl Store {
         }
         if let Some(v) = update.concurrency_limit {
             set("concurrency_limit", Bind::Int(v.max(0)));
+        }
+        match update.retention_mode.as_deref() {
+            None => {}
+            Some("org") => sets.push("retention_mode = NULL".to_string()),
+            // Checked by the caller (the admin API); a value this build cannot read would
+            // fall back to the org's mode (`key_from`).
+            Some(mode) => {
+                binds.push(Bind::Text(mode.to_string()));
+                sets.push(format!("retention_mode = ${}", binds.len() + 2));
+            }
         }
         let sql = format!(
             "UPDATE api_keys SET {} WHERE id = $2 AND revoked_at IS NULL",

@@ -96,6 +96,8 @@ pub struct ApiKey {
     pub previous_hash: Option<String>,
     pub previous_expires_at: i64,
     pub updated_at: i64,
+    /// The key's own retention mode (None: the org's), honoured when the org allows it.
+    pub retention_mode: Option<crate::retention::RetentionMode>,
 }
 
 impl ApiKey {
@@ -165,6 +167,11 @@ pub(super) fn key_from(row: &AnyRow) -> std::result::Result<ApiKey, sqlx::Error>
         previous_hash: row.try_get("previous_hash")?,
         previous_expires_at: row.try_get("previous_expires_at")?,
         updated_at: row.try_get("updated_at")?,
+        // An unreadable stored mode falls back to the org's rather than failing the key.
+        retention_mode: row
+            .try_get::<Option<String>, _>("retention_mode")?
+            .as_deref()
+            .and_then(crate::retention::RetentionMode::parse),
     })
 }
 
@@ -205,6 +212,7 @@ impl Store {
             previous_hash: None,
             previous_expires_at: 0,
             updated_at: now,
+            retention_mode: None,
         };
         sqlx::query(
             "INSERT INTO api_keys (id, org_id, name, prefix, key_hash, scopes, created_at, expires_at, \

@@ -3,6 +3,7 @@
 //! accept; migrations are kept per database in `migrations/`.
 
 mod byok;
+mod content;
 // Admin API (members, audit log, key administration): see `admin/`.
 mod alerts;
 mod audit;
@@ -10,6 +11,7 @@ mod credits;
 mod key_admin;
 mod keys;
 mod members;
+mod org_policy;
 mod periods;
 mod responses;
 mod usage;
@@ -24,10 +26,12 @@ use sqlx::{AnyPool, Row};
 pub use alerts::{AlertWatch, LowBalance};
 pub use audit::{Audit, AuditRecord};
 pub use byok::{ByokState, ProviderKey, Rotation};
+pub use content::StoredContent;
 pub use credits::{KeyLimit, Reservation};
 pub use key_admin::KeyUpdate;
 pub use keys::{ApiKey, KeyScopes, NewKey};
 pub use members::{Member, OrgLimits, OwnerGuard, Role};
+pub use org_policy::{DataPolicyUpdate, RetentionUpdate};
 pub use periods::{civil_from_days, SpendPeriod};
 pub use responses::{spawn_response_purge, ResponseState};
 pub use usage::{ChargeEntry, UsageEvent};
@@ -111,6 +115,14 @@ pub struct Org {
     pub rpm_limit: i64,
     pub tpm_limit: i64,
     pub concurrency_limit: i64,
+    /// Days a stored client IP is kept (at most 30).
+    pub ip_retention_days: i64,
+    /// The org's keys may choose their own retention mode.
+    pub key_retention_override: bool,
+    /// Which providers routing may use for this org.
+    pub data_policy: crate::retention::DataPolicy,
+    /// Set on a tombstone org: the anonymised owner of a deleted org's usage and ledger rows.
+    pub deleted_at: Option<i64>,
 }
 
 #[derive(Clone)]
@@ -138,6 +150,16 @@ fn org_from(row: &AnyRow) -> std::result::Result<Org, sqlx::Error> {
         rpm_limit: row.try_get("rpm_limit")?,
         tpm_limit: row.try_get("tpm_limit")?,
         concurrency_limit: row.try_get("concurrency_limit")?,
+        ip_retention_days: row.try_get("ip_retention_days")?,
+        key_retention_override: row.try_get::<i64, _>("key_retention_override")? != 0,
+        data_policy: crate::retention::DataPolicy {
+            require_zdr: row.try_get::<i64, _>("require_zdr")? != 0,
+            deny_training: row.try_get::<i64, _>("deny_training")? != 0,
+            allowed_regions: crate::retention::DataPolicy::regions_from(
+                &row.try_get::<String, _>("allowed_regions")?,
+            ),
+        },
+        deleted_at: row.try_get("deleted_at")?,
     })
 }
 
@@ -240,6 +262,10 @@ impl Store {
             rpm_limit: 0,
             tpm_limit: 0,
             concurrency_limit: 0,
+            ip_retention_days: crate::retention::MAX_IP_RETENTION_DAYS,
+            key_retention_override: false,
+            data_policy: Default::default(),
+            deleted_at: None,
         };
         sqlx::query(
             "INSERT INTO orgs (id, name, retention_mode, retention_days, created_at) \

@@ -32,6 +32,17 @@ pub struct UsageEvent {
     pub format: String,
     /// Whether the token counts were estimated because the provider reported no usage.
     pub estimated: bool,
+    /// When the purge deletes the row (None: never) and nulls its client IP.
+    pub expires_at: Option<i64>,
+    pub ip_expires_at: Option<i64>,
+    /// False under retention mode `zero`: no usage row is written, only what billing needs
+    /// (the charge, the key's spend, the hold's release).
+    #[serde(skip)]
+    pub stored: bool,
+    /// Request and response content the logging stage decided to keep (retain-all), written in
+    /// the same transaction. Never written to the dead-letter file.
+    #[serde(skip)]
+    pub content: Option<Box<super::content::StoredContent>>,
 }
 
 /// A charge to debit in the same transaction as its usage event.
@@ -67,14 +78,19 @@ fn usage_from(row: &AnyRow) -> std::result::Result<UsageEvent, sqlx::Error> {
         created_at: row.try_get("created_at")?,
         format: row.try_get("format")?,
         estimated: row.try_get::<i64, _>("estimated")? != 0,
+        expires_at: row.try_get("expires_at")?,
+        ip_expires_at: row.try_get("ip_expires_at")?,
+        stored: true,
+        content: None,
     })
 }
 
 const USAGE_COLUMNS: &str = "request_id, org_id, key_id, model, provider, input_tokens, \
     output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens, cost_micros, \
-    latency_ms, status, stream, attempts, client_ip, created_at, format, estimated";
+    latency_ms, status, stream, attempts, client_ip, created_at, format, estimated, expires_at, \
+    ip_expires_at";
 /// Number of columns in [`USAGE_COLUMNS`] (parameters per inserted row).
-const USAGE_COLUMN_COUNT: usize = 19;
+const USAGE_COLUMN_COUNT: usize = 21;
 
 /// Takes a charge out of the org's unexpired grants, soonest-expiring first (never-expiring
 /// grants last), in the charge's transaction. What no grant covers is logged: the balance stops
@@ -148,15 +164,17 @@ impl Store {
     /// is skipped (usage and charge are recorded exactly once). Events go in multi-row inserts;
     /// each new charge also moves its org's running total.
     pub async fn record_usage(&self, events: &[UsageEvent], charges: &[ChargeEntry]) -> Result<()> {
-        // 19 columns x 100 rows stays under SQLite's and PostgreSQL's parameter limits.
+        // 21 columns x 100 rows stays under SQLite's and PostgreSQL's parameter limits.
         const ROWS_PER_INSERT: usize = 100;
+        // Rows under retention mode `zero` are not written (their charges and holds are).
+        let stored: Vec<&UsageEvent> = events.iter().filter(|e| e.stored).collect();
         let _turn = self.write_turn().await;
         let mut tx = self
             .pool
             .begin()
             .await
             .map_err(db("starting a usage batch"))?;
-        for chunk in events.chunks(ROWS_PER_INSERT) {
+        for chunk in stored.chunks(ROWS_PER_INSERT) {
             let mut sql = format!("INSERT INTO usage_events ({USAGE_COLUMNS}) VALUES ");
             for i in 0..chunk.len() {
                 // SQLite looks named parameters up by a linear scan per bind, which makes `$n`
@@ -197,12 +215,19 @@ impl Store {
                     .bind(&e.client_ip)
                     .bind(e.created_at)
                     .bind(&e.format)
-                    .bind(i64::from(e.estimated));
+                    .bind(i64::from(e.estimated))
+                    .bind(e.expires_at)
+                    .bind(e.ip_expires_at);
             }
             query
                 .execute(&mut *tx)
                 .await
                 .map_err(db("recording usage"))?;
+        }
+        for e in &stored {
+            if let Some(content) = &e.content {
+                super::content::insert_in(&mut tx, content).await?;
+            }
         }
         // Each recorded request gives back its hold, in the transaction that charges it.
         // (SQLite keeps holds in memory: released after the commit, below.)

@@ -101,6 +101,10 @@ pub fn usage_event(request_id: &str, org: &str, key: &str, cost: i64) -> UsageEv
         created_at: now_ms(),
         format: "openai-chat".into(),
         estimated: false,
+        expires_at: None,
+        ip_expires_at: None,
+        stored: true,
+        content: None,
     }
 }
 
