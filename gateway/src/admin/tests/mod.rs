@@ -5,6 +5,7 @@
 mod alerts;
 mod byok;
 mod keys;
+mod policy;
 mod router;
 
 use serde_json::{json, Value};
