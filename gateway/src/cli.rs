@@ -8,6 +8,7 @@ mod audit;
 mod keys;
 mod members;
 mod orgs;
+mod usage_export;
 
 pub use audit::AuditCommand;
 pub use keys::{KeyFields, KeysCommand};
@@ -65,8 +66,11 @@ pub enum Command {
         #[command(subcommand)]
         command: CreditsCommand,
     },
-    /// Show recent usage.
+    /// Show recent usage (`usage export`: all of an org's usage as JSON Lines or CSV).
+    #[command(args_conflicts_with_subcommands = true)]
     Usage {
+        #[command(subcommand)]
+        command: Option<UsageCommand>,
         #[arg(long)]
         org: Option<String>,
         #[arg(long, default_value_t = 50)]
@@ -81,10 +85,41 @@ pub enum Command {
     },
     /// Check a config file and print the effective settings.
     CheckConfig,
+    /// One retention purge pass: expired usage rows, content, client IPs and Responses state
+    /// (the running gateway does this every `[retention] purge_interval_ms`); prints the report.
+    Purge {
+        /// Purge as of this time (ms since the epoch) instead of now.
+        #[arg(long)]
+        now: Option<i64>,
+    },
     /// BYOK: an org's own provider keys, sealed under the master key.
     Byok {
         #[command(subcommand)]
         command: crate::byok::cli::ByokCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UsageCommand {
+    /// An org's usage, oldest first, streamed page by page (constant memory).
+    Export {
+        #[arg(long)]
+        org: String,
+        /// jsonl or csv.
+        #[arg(long, default_value = "jsonl")]
+        format: String,
+        /// From this time (ms since the epoch, inclusive).
+        #[arg(long)]
+        since: Option<i64>,
+        /// Until this time (ms since the epoch, exclusive).
+        #[arg(long)]
+        until: Option<i64>,
+        /// Include the stored request and response content (retain-all orgs).
+        #[arg(long)]
+        content: bool,
+        /// Write here instead of stdout.
+        #[arg(long)]
+        output: Option<std::path::PathBuf>,
     },
 }
 
@@ -222,7 +257,32 @@ async fn manage(config: Config, command: Command) -> Result<()> {
             let balance = store.balance(&org.id).await?.unwrap_or(0);
             println!("{}", format_usd(balance));
         }
-        Command::Usage { org, limit, format } => {
+        Command::Usage {
+            command:
+                Some(UsageCommand::Export {
+                    org,
+                    format,
+                    since,
+                    until,
+                    content,
+                    output,
+                }),
+            ..
+        } => {
+            usage_export::run(&store, &org, &format, since, until, content, output).await?;
+        }
+        Command::Purge { now } => {
+            let now = now.unwrap_or_else(crate::store::now_ms);
+            let batch = i64::try_from(config.retention.purge_batch).unwrap_or(i64::MAX);
+            let report = store.purge_expired(now, batch).await?;
+            println!("{}", serde_json::to_string(&report)?);
+        }
+        Command::Usage {
+            command: None,
+            org,
+            limit,
+            format,
+        } => {
             let org_id = match org {
                 Some(o) => Some(store.find_org(&o).await?.id),
                 None => None,

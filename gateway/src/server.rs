@@ -78,6 +78,11 @@ pub fn serve(config: Config) -> Result<()> {
         let _entered = background.enter();
         crate::store::spawn_response_purge(store.clone(), config.responses_purge_interval, 500)
     };
+    // Usage rows, content and client IPs past their retention period (docs/retention.md).
+    let _retention = {
+        let _entered = background.enter();
+        crate::retention::purge::spawn_purge(store.clone(), &config.retention)
+    };
     // Holds whose request never settled (the process died mid-request) are released once no
     // request could still be running: the whole-attempt bound plus ten minutes.
     let stale_after = config.upstream.total + Duration::from_secs(600);

@@ -123,14 +123,18 @@ def test_retain_all_stores_content_until_the_purge(gw):
     marker = f"MARKER-{secrets.token_hex(8)}"
     ids = send_everything(gw, key, marker)
     settle(gw)
-    stored = {r[0]: (r[1], r[2]) for r in gw.sql(
-        f"SELECT request_id, request_body, response_body FROM request_content WHERE org_id = '{org}'")}
+    # (Flags computed in SQL: psql's text output cannot carry the bodies' newlines.)
+    rows = gw.sql(f"SELECT request_id, CASE WHEN request_body LIKE '%{marker}%' THEN 1 ELSE 0 END, "
+                  f"CASE WHEN response_body LIKE '%Hello%' THEN 1 ELSE 0 END, "
+                  f"CASE WHEN response_body LIKE 'data: %' THEN 1 ELSE 0 END "
+                  f"FROM request_content WHERE org_id = '{org}'")
+    stored = {r[0]: r[1:] for r in rows}
     assert sorted(stored) == sorted(ids), "content of every request is stored"
-    for rid, (request_body, response_body) in stored.items():
-        assert marker in request_body, rid
-        assert "Hello" in response_body, rid  # the answer (a stream's text is split in events)
+    for rid, (has_marker, has_answer, _) in stored.items():
+        assert has_marker == "1", f"{rid}: the request body is stored"
+        assert has_answer == "1", f"{rid}: the answer is stored (a stream's text split in events)"
     # The streamed answer is kept as the client received it: the event stream.
-    assert any("data: " in body for _, body in stored.values())
+    assert [flags[2] for flags in stored.values()].count("1") == 1
     assert where(gw, marker), "retain-all keeps the marker"
 
     # Before the period: the purge keeps it; after: gone from the database and its files.

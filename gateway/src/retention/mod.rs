@@ -12,6 +12,8 @@
 //!   on it, or sit outside the org's regions.
 
 pub mod capture;
+pub mod export;
+pub mod purge;
 
 use serde::{Deserialize, Serialize};
 

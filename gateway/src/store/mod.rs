@@ -8,11 +8,13 @@ mod content;
 mod alerts;
 mod audit;
 mod credits;
+mod export;
 mod key_admin;
 mod keys;
 mod members;
 mod org_policy;
 mod periods;
+mod purge;
 mod responses;
 mod usage;
 mod usage_writer;
@@ -28,11 +30,13 @@ pub use audit::{Audit, AuditRecord};
 pub use byok::{ByokState, ProviderKey, Rotation};
 pub use content::StoredContent;
 pub use credits::{KeyLimit, Reservation};
+pub use export::{Cursor, ExportQuery, ExportRow};
 pub use key_admin::KeyUpdate;
 pub use keys::{ApiKey, KeyScopes, NewKey};
 pub use members::{Member, OrgLimits, OwnerGuard, Role};
 pub use org_policy::{DataPolicyUpdate, RetentionUpdate};
 pub use periods::{civil_from_days, SpendPeriod};
+pub use purge::PurgeReport;
 pub use responses::{spawn_response_purge, ResponseState};
 pub use usage::{ChargeEntry, UsageEvent};
 pub use usage_writer::{UsageWriter, UsageWriterHandle};
@@ -208,6 +212,11 @@ impl Store {
                             .execute(&mut *conn)
                             .await?;
                         sqlx::query("PRAGMA foreign_keys = ON")
+                            .execute(&mut *conn)
+                            .await?;
+                        // Deleted rows (purged content, a deleted org) are overwritten with
+                        // zeros, not left readable in free pages of the file (docs/retention.md).
+                        sqlx::query("PRAGMA secure_delete = ON")
                             .execute(&mut *conn)
                             .await?;
                     }

@@ -57,7 +57,7 @@ pub struct ChargeEntry {
     pub memo: String,
 }
 
-fn usage_from(row: &AnyRow) -> std::result::Result<UsageEvent, sqlx::Error> {
+pub(super) fn usage_from(row: &AnyRow) -> std::result::Result<UsageEvent, sqlx::Error> {
     Ok(UsageEvent {
         request_id: row.try_get("request_id")?,
         org_id: row.try_get("org_id")?,
