@@ -95,6 +95,7 @@ pub struct Metrics {
     connections_open: Gauge,
     unpriced: Family<ModelOnly, Counter>,
     rate_limited: Family<Reason, Counter>,
+    data_policy_refused: Counter,
 }
 
 impl Default for Metrics {
@@ -178,9 +179,16 @@ impl Default for Metrics {
             "Requests refused by a rate limit, by which limit",
             Family::clone(&rate_limited),
         );
+        let data_policy_refused = Counter::default();
+        registry.register(
+            "tollgate_data_policy_refused",
+            "Requests refused because no provider satisfied the org's data policy",
+            data_policy_refused.clone(),
+        );
         Metrics {
             unpriced,
             rate_limited,
+            data_policy_refused,
             registry,
             requests,
             request_duration,
@@ -266,6 +274,11 @@ impl Metrics {
                 model: model.to_string(),
             })
             .inc();
+    }
+
+    /// A request refused because the org's data policy left no provider.
+    pub fn data_policy_refused(&self) {
+        self.data_policy_refused.inc();
     }
 
     /// A request refused by a rate limit (`reason`: e.g. `key_requests`, `org_tokens`).

@@ -103,6 +103,8 @@ pub fn model(config: &Config, id: &str) -> Option<Value> {
                 "model": r.upstream_model,
                 "pricing": pricing(&r.price),
                 "zero_data_retention": p.is_some_and(|p| p.zero_retention),
+                "trains_on_data": p.is_some_and(|p| p.trains_on_data),
+                "region": p.map(|p| p.region.as_str()).filter(|r| !r.is_empty()),
                 "formats": p.map(|p| p.formats.clone()).unwrap_or_default(),
             })
         })

@@ -1,5 +1,6 @@
 //! Routing and authorization, between parsing and the attempts: the candidates the routing
-//! stage sees (the call's API, the key's provider scopes, the unpriced-route policy), routing,
+//! stage sees (the call's API, the key's provider scopes, the unpriced-route policy, the org's
+//! data policy), routing (which may only choose among the candidates offered),
 //! the BYOK plan, `billing.authorize`, and the reservation of the worst-case cost against the
 //! org's balance and the key's spend limit.
 
@@ -17,7 +18,51 @@ use crate::plugins::bindings::{Attempt, Candidate, Principal, RequestSummary};
 use crate::plugins::Stage;
 use crate::store::{KeyLimit, Reservation, SpendPeriod};
 
+/// Why the org's data policy refuses `provider` (None: allowed, or no policy).
+fn refused_by_policy(access: &Access, provider: &crate::config::Provider) -> Option<String> {
+    let policy = &access.org.as_ref()?.data_policy;
+    if policy.is_open() {
+        return None;
+    }
+    policy.refuses(
+        provider.zero_retention,
+        provider.trains_on_data,
+        &provider.region,
+    )
+}
+
 impl Request<'_> {
+    /// When the org's data policy is what left no candidate: the refusal naming the policy and
+    /// each provider it refused, with why.
+    fn data_policy_refusal(&self, access: &Access, call: &Call) -> Option<ApiError> {
+        let state = self.state;
+        let refused: Vec<String> = state
+            .config
+            .models
+            .get(&call.summary.model)?
+            .iter()
+            .filter_map(|route| {
+                let provider = state.config.providers.get(&route.provider)?;
+                mode(call, provider)?;
+                let why = refused_by_policy(access, provider)?;
+                Some(format!("{} ({why})", route.provider))
+            })
+            .collect();
+        if refused.is_empty() {
+            return None;
+        }
+        self.state.metrics.data_policy_refused();
+        Some(ApiError::new(
+            403,
+            "data_policy",
+            format!(
+                "No provider serving '{}' satisfies this organization's data policy: {}.",
+                call.summary.model,
+                refused.join("; ")
+            ),
+        ))
+    }
+
     /// The routes the catalog offers for the call's model, as the routing stage sees them
     /// (only providers that can serve the call's API).
     pub(super) fn candidates(&self, access: &Access, call: &Call) -> Vec<Candidate> {
@@ -38,6 +83,9 @@ impl Request<'_> {
                     if !key.scopes.allows_provider(&route.provider) {
                         return None;
                     }
+                }
+                if refused_by_policy(access, provider).is_some() {
+                    return None;
                 }
                 Some(Candidate {
                     provider: route.provider.clone(),
@@ -93,10 +141,25 @@ impl Request<'_> {
                 ));
             }
         }
+        if candidates.is_empty() {
+            if let Some(e) = self.data_policy_refusal(access, call) {
+                return Err(e);
+            }
+        }
         let routing = self.plugin(&state.config.routing_plugin, Stage::Routing)?;
-        let attempts = self.stage_result(self.timed(Stage::Routing, || {
+        let mut attempts = self.stage_result(self.timed(Stage::Routing, || {
             routing.route(&self.id, who, summary, &candidates)
         }))?;
+        // A routing plugin chooses among what it was offered: a provider outside the key's
+        // scopes or the org's data policy is never attempted, whatever the plugin returns.
+        attempts.retain(|a| {
+            let offered = candidates.iter().any(|c| c.provider == a.provider);
+            if !offered {
+                tracing::warn!(provider = %a.provider, request = %self.id,
+                    "the routing stage chose a provider it was not offered; skipped");
+            }
+            offered
+        });
         if attempts.is_empty() {
             return Err(ApiError::new(
                 404,
