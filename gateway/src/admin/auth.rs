@@ -45,6 +45,8 @@ pub enum Action {
     OrgLimits,
     /// The org's retention (mode, periods, key overrides) and data policy (issue 10).
     OrgPolicy,
+    /// Deleting the org: its personal data and content go, anonymised usage and the ledger stay.
+    OrgDelete,
     MemberList,
     MemberAdd,
     MemberRole,
@@ -75,12 +77,13 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 27] = [
+    pub const ALL: [Action; 28] = [
         Action::OrgList,
         Action::OrgCreate,
         Action::OrgRead,
         Action::OrgLimits,
         Action::OrgPolicy,
+        Action::OrgDelete,
         Action::MemberList,
         Action::MemberAdd,
         Action::MemberRole,
@@ -113,6 +116,7 @@ impl Action {
             Action::OrgRead => "org.read",
             Action::OrgLimits => "org.limits",
             Action::OrgPolicy => "org.policy",
+            Action::OrgDelete => "org.delete",
             Action::MemberList => "member.list",
             Action::MemberAdd => "member.add",
             Action::MemberRole => "member.role",
@@ -161,7 +165,7 @@ pub fn access(role: Role, action: Action) -> Access {
         (_, A::OrgCreate | A::CreditsGrant) => Denied,
         (_, A::OrgList | A::OrgRead) => All,
         (Role::Owner, _) => All,
-        (Role::Admin, A::OrgLimits | A::OrgPolicy | A::MemberManageOwners) => Denied,
+        (Role::Admin, A::OrgLimits | A::OrgPolicy | A::OrgDelete | A::MemberManageOwners) => Denied,
         (Role::Admin, _) => All,
         (
             Role::Developer,

@@ -50,7 +50,9 @@ pub async fn add(api: &AdminApi, caller: &Caller, org: &str, body: &[u8]) -> Adm
         check(caller, Action::MemberManageOwners)?;
     }
     let entry = Audit::new(&caller.actor(), &org.id, Action::MemberAdd.name(), "")
-        .with_details(json!({ "name": body.name, "role": body.role }));
+        // No name: the audit log outlives members, and a removed member's name must go with
+        // it (entries name members by id).
+        .with_details(json!({ "role": body.role }));
     let (member, token) = api
         .store
         .add_member(&org.id, &body.name, body.role, api.secret(), &entry)
@@ -111,7 +113,7 @@ pub async fn remove(
         Action::MemberRemove.name(),
         &target.id,
     )
-    .with_details(json!({ "name": target.name, "role": target.role }));
+    .with_details(json!({ "role": target.role }));
     match api.store.remove_member(&target.id, &entry).await? {
         OwnerGuard::Done(()) => Ok(Reply(200, json!({ "removed": target.id }))),
         OwnerGuard::LastOwner => Err(last_owner()),
@@ -134,7 +136,7 @@ pub async fn token(api: &AdminApi, caller: &Caller, org: &str, member: &str) -> 
         Action::MemberToken.name(),
         &target.id,
     )
-    .with_details(json!({ "name": target.name }));
+    .with_details(json!({}));
     let (member, token) = api
         .store
         .new_member_token(&target.id, api.secret(), &entry)

@@ -138,6 +138,7 @@ pub enum Handler {
     OrgPatch,
     OrgRetention,
     OrgDataPolicy,
+    OrgDelete,
     MembersList,
     MembersAdd,
     MemberPatch,
@@ -171,6 +172,7 @@ pub const ROUTES: &[(&str, &str, Handler)] = &[
     ("POST", "/admin/orgs", Handler::OrgsCreate),
     ("GET", "/admin/orgs/{org}", Handler::OrgGet),
     ("PATCH", "/admin/orgs/{org}", Handler::OrgPatch),
+    ("DELETE", "/admin/orgs/{org}", Handler::OrgDelete),
     (
         "PATCH",
         "/admin/orgs/{org}/retention",
@@ -413,6 +415,7 @@ impl AdminApi {
             Handler::OrgPatch => orgs::patch(self, caller, p(0), body).await,
             Handler::OrgRetention => policy::retention(self, caller, p(0), body).await,
             Handler::OrgDataPolicy => policy::data_policy(self, caller, p(0), body).await,
+            Handler::OrgDelete => policy::delete(self, caller, p(0)).await,
             Handler::MembersList => members::list(self, caller, p(0)).await,
             Handler::MembersAdd => members::add(self, caller, p(0), body).await,
             Handler::MemberPatch => members::patch(self, caller, p(0), p(1), body).await,

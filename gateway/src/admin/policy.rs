@@ -1,6 +1,8 @@
 //! `/admin/orgs/{org}/retention` and `/admin/orgs/{org}/data-policy` (owners): what is kept of
 //! the org's requests and for how long, and which providers its requests may go to
-//! (docs/retention.md, docs/data-policy.md).
+//! (docs/retention.md, docs/data-policy.md); `DELETE /admin/orgs/{org}` (owners, the operator):
+//! the org's personal data and content deleted, anonymised usage and the ledger kept
+//! (docs/deletion.md).
 
 use serde::Deserialize;
 use serde_json::json;
@@ -136,6 +138,13 @@ pub async fn data_policy(
         .update_org_data_policy(&org.id, &update, &entry)
         .await?;
     Ok(Reply(200, json!(org)))
+}
+
+pub async fn delete(api: &AdminApi, caller: &Caller, org: &str) -> AdminResult<Reply> {
+    let (org, _) = org_for(api, caller, org, Action::OrgDelete).await?;
+    let entry = Audit::new(&caller.actor(), &org.id, Action::OrgDelete.name(), &org.id);
+    let report = api.store.delete_org(&org.id, &entry).await?;
+    Ok(Reply(200, json!(report)))
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! `tollgate orgs create | list | limits | alert | retention | data-policy`.
+//! `tollgate orgs create | list | limits | alert | retention | data-policy | delete`.
 
 use anyhow::{bail, Result};
 use clap::Subcommand;
@@ -43,6 +43,14 @@ pub enum OrgsCommand {
         /// Whether the org's keys may choose their own mode.
         #[arg(long = "key-override")]
         key_override: Option<bool>,
+    },
+    /// Delete the org: members, keys, BYOK credentials, content and Responses state go; usage
+    /// (anonymised) and the ledger stay under a tombstone (docs/deletion.md). Prints the report.
+    Delete {
+        org: String,
+        /// Confirm: the deletion cannot be undone.
+        #[arg(long)]
+        yes: bool,
     },
     /// Set which providers the org's requests may go to (omitted values stay); prints the org.
     DataPolicy {
@@ -175,6 +183,15 @@ pub async fn run(admin: &Admin, command: OrgsCommand) -> Result<()> {
             let path = format!("/admin/orgs/{org}/retention");
             let org = admin.call("PATCH", &path, Value::Object(body)).await?;
             println!("{}", serde_json::to_string_pretty(&org)?);
+        }
+        OrgsCommand::Delete { org, yes } => {
+            if !yes {
+                bail!("deleting an org cannot be undone: add --yes");
+            }
+            let report = admin
+                .call("DELETE", &format!("/admin/orgs/{org}"), Value::Null)
+                .await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
         }
         OrgsCommand::DataPolicy {
             org,
