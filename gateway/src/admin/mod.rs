@@ -11,6 +11,7 @@ mod audit;
 pub mod auth;
 mod byok;
 mod credits;
+mod export;
 mod keys;
 mod members;
 pub mod openapi;
@@ -155,6 +156,7 @@ pub enum Handler {
     CreditsBalance,
     CreditsGrant,
     Usage,
+    UsageExport,
     Audit,
     AlertsGet,
     AlertsPut,
@@ -227,6 +229,11 @@ pub const ROUTES: &[(&str, &str, Handler)] = &[
     ("GET", "/admin/orgs/{org}/credits", Handler::CreditsBalance),
     ("POST", "/admin/orgs/{org}/credits", Handler::CreditsGrant),
     ("GET", "/admin/orgs/{org}/usage", Handler::Usage),
+    (
+        "GET",
+        "/admin/orgs/{org}/usage/export",
+        Handler::UsageExport,
+    ),
     ("GET", "/admin/orgs/{org}/audit", Handler::Audit),
     ("GET", "/admin/orgs/{org}/alerts", Handler::AlertsGet),
     ("PUT", "/admin/orgs/{org}/alerts", Handler::AlertsPut),
@@ -432,6 +439,14 @@ impl AdminApi {
             Handler::CreditsBalance => credits::balance(self, caller, p(0)).await,
             Handler::CreditsGrant => credits::grant(self, caller, p(0), body).await,
             Handler::Usage => credits::usage(self, caller, p(0), query).await,
+            Handler::UsageExport => {
+                // An export is a stream, which only the admin listener serves (the CLI has
+                // `tollgate usage export`).
+                auth::org_for(self, caller, p(0), Action::UsageRead).await?;
+                Err(AdminError::bad_request(
+                    "the export is streamed by the admin listener (GET over HTTP) or written by                      `tollgate usage export`",
+                ))
+            }
             Handler::Audit => audit::list(self, caller, p(0), query).await,
             Handler::AlertsGet => alerts::get(self, caller, p(0)).await,
             Handler::AlertsPut => alerts::put(self, caller, p(0), body).await,

@@ -10,8 +10,10 @@ use std::sync::{Arc, OnceLock};
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use http::Response;
-use pingora_core::apps::http_app::ServeHttp;
+use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
 use pingora_core::protocols::http::ServerSession;
+use pingora_core::server::ShutdownWatch;
+use pingora_http::ResponseHeader;
 
 use super::AppState;
 use crate::admin::auth::constant_time_eq;
@@ -137,7 +139,106 @@ impl AdminApp {
 }
 
 #[async_trait]
-impl ServeHttp for AdminApp {
+impl HttpServerApp for AdminApp {
+    /// One request (as Pingora's `ServeHttp` adapter would serve it), except that the usage
+    /// export is streamed: its body is written a page at a time, never held whole.
+    async fn process_new_http(
+        self: &Arc<Self>,
+        mut http: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        match http.read_request().await {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(e) => {
+                tracing::debug!(error = %e, "admin listener: reading a request failed");
+                return None;
+            }
+        }
+        http.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
+        let head = http.req_header();
+        let streamed =
+            head.method == http::Method::GET && head.uri.path().ends_with("/usage/export");
+        if streamed {
+            if !self.stream_export(&mut http).await {
+                return None; // cut mid-stream: the connection cannot be reused
+            }
+        } else {
+            let (parts, body) = self.response(&mut http).await.into_parts();
+            let header: ResponseHeader = parts.into();
+            if http.write_response_header(Box::new(header)).await.is_err() {
+                return None;
+            }
+            if !body.is_empty() && http.write_response_body(body.into(), true).await.is_err() {
+                return None;
+            }
+        }
+        let settings = HttpPersistentSettings::for_session(&http);
+        match http.finish().await {
+            Ok(c) => c.map(|s| ReusedHttpStream::from_reusable_stream(s, settings)),
+            Err(_) => None,
+        }
+    }
+}
+
+impl AdminApp {
+    /// Streams `GET /admin/orgs/{org}/usage/export`: an error (auth, role, query) is answered
+    /// whole; the export's chunks are written as each page is read. False when the stream was
+    /// cut (the database failed mid-way, or the client left): the body ends incomplete, so the
+    /// client sees a failed transfer rather than a short file it could take for complete.
+    async fn stream_export(&self, http: &mut ServerSession) -> bool {
+        let head = http.req_header();
+        let request = AdminRequest {
+            method: head.method.as_str().to_string(),
+            path: head.uri.path().to_string(),
+            query: head.uri.query().unwrap_or_default().to_string(),
+            headers: head
+                .headers
+                .iter()
+                .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+                .collect(),
+            body: Bytes::new(),
+        };
+        let started = match self.api() {
+            Ok(api) => api.export(&request).await.map_err(|e| e.to_response()),
+            Err(_) => {
+                Err(AdminError::new(500, "server_error", "key secret unavailable").to_response())
+            }
+        };
+        let (mut exporter, format) = match started {
+            Ok(s) => s,
+            Err(answer) => {
+                let (parts, body) = from_admin(answer).into_parts();
+                let header: ResponseHeader = parts.into();
+                return http.write_response_header(Box::new(header)).await.is_ok()
+                    && http.write_response_body(body.into(), true).await.is_ok();
+            }
+        };
+        let Ok(mut header) = ResponseHeader::build(200, Some(3)) else {
+            return false;
+        };
+        let _ = header.insert_header("content-type", format.content_type());
+        let _ = header.insert_header("transfer-encoding", "chunked");
+        if http.write_response_header(Box::new(header)).await.is_err() {
+            return false;
+        }
+        loop {
+            match exporter.next_chunk().await {
+                Ok(Some(chunk)) => {
+                    if http.write_response_body(chunk.into(), false).await.is_err() {
+                        return false;
+                    }
+                }
+                Ok(None) => return http.finish_body().await.is_ok(),
+                Err(e) => {
+                    tracing::error!(error = %e, rows = exporter.rows, "usage export failed mid-stream");
+                    http.set_keepalive(None);
+                    return false;
+                }
+            }
+        }
+    }
+
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let path = session.req_header().uri.path().to_string();
         let authorized = match &self.state.config.admin_token {
