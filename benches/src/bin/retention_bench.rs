@@ -83,7 +83,11 @@ async fn run(name: &str, url: &str, args: &Args) -> Result<()> {
         store.record_usage(&events, &[]).await?;
     }
     let insert = started.elapsed();
-    println!("{name}: inserted {} rows in {:.1} s", args.rows, insert.as_secs_f64());
+    println!(
+        "{name}: inserted {} rows in {:.1} s",
+        args.rows,
+        insert.as_secs_f64()
+    );
     for (label, format) in [("jsonl", ExportFormat::Jsonl), ("csv", ExportFormat::Csv)] {
         let before = rss_mb();
         let mut peak = before;
@@ -109,7 +113,9 @@ async fn run(name: &str, url: &str, args: &Args) -> Result<()> {
         );
     }
     let started = Instant::now();
-    let report = store.purge_expired(t0 + args.rows as i64 + 2000, args.batch).await?;
+    let report = store
+        .purge_expired(t0 + args.rows as i64 + 2000, args.batch)
+        .await?;
     let secs = started.elapsed().as_secs_f64();
     println!(
         "{name}: purge (batch {}): {} usage rows deleted (and {} IPs) in {secs:.1} s = {:.0} rows/s",
@@ -127,7 +133,12 @@ async fn main() -> Result<()> {
     let args = Args::parse();
     if args.only.as_deref() != Some("postgres") {
         let dir = tempfile::tempdir()?;
-        run("sqlite", &format!("sqlite://{}/bench.db", dir.path().display()), &args).await?;
+        run(
+            "sqlite",
+            &format!("sqlite://{}/bench.db", dir.path().display()),
+            &args,
+        )
+        .await?;
     }
     if args.only.as_deref() != Some("sqlite") {
         let admin_url = std::env::var("TOLLGATE_TEST_POSTGRES")
@@ -143,7 +154,11 @@ async fn main() -> Result<()> {
         let url = format!("{}/{name}", admin_url.rsplit_once('/').map_or("", |p| p.0));
         let result = run("postgres", &url, &args).await;
         let _ = std::process::Command::new("psql")
-            .args([&admin_url, "-qc", &format!("DROP DATABASE {name} WITH (FORCE)")])
+            .args([
+                &admin_url,
+                "-qc",
+                &format!("DROP DATABASE {name} WITH (FORCE)"),
+            ])
             .status();
         result?;
     }

@@ -71,7 +71,13 @@ mod tests {
             key_id: "k".into(),
             model: "m".into(),
             provider: "p".into(),
-            usage: Usage { input: 1, output: 1, cache_read: 0, cache_write: 0, reasoning: 0 },
+            usage: Usage {
+                input: 1,
+                output: 1,
+                cache_read: 0,
+                cache_write: 0,
+                reasoning: 0,
+            },
             cost_micros: 0,
             latency_ms: 1,
             status: 200,
@@ -99,14 +105,20 @@ mod tests {
             req,
             r#"{"messages":[{"role":"user","content":"mail [EMAIL] or call [PHONE], card [CARD]"}],"max_tokens":256}"#
         );
-        assert_eq!(String::from_utf8(resp).unwrap(), "data: {\"created\":1731234567,\"content\":\"ok\"}\n\n");
+        assert_eq!(
+            String::from_utf8(resp).unwrap(),
+            "data: {\"created\":1731234567,\"content\":\"ok\"}\n\n"
+        );
     }
 
     #[test]
     fn config_chooses_kinds_and_nothing_is_kept_without_content() {
         TestHost::install(TestHost::default());
         let k = kinds(&json!({"redact": ["email"]}));
-        assert_eq!(redact("a@b.io 4111111111111111", k), "[EMAIL] 4111111111111111");
+        assert_eq!(
+            redact("a@b.io 4111111111111111", k),
+            "[EMAIL] 4111111111111111"
+        );
         let mut entry = record("{}", None);
         entry.request_body = None;
         let d = decide(&json!({"keep_client_ip": true}), &entry);

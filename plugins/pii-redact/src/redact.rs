@@ -149,8 +149,10 @@ pub fn redact(text: &str, kinds: Kinds) -> String {
                 }
             }
         }
-        let starts_number = b.is_ascii_digit() || ((b == b'+' || b == b'(') && s.get(i + 1).is_some_and(u8::is_ascii_digit));
-        let after_word = i > 0 && (s[i - 1].is_ascii_alphanumeric() || matches!(s[i - 1], b'.' | b'_' | b'-'));
+        let starts_number = b.is_ascii_digit()
+            || ((b == b'+' || b == b'(') && s.get(i + 1).is_some_and(u8::is_ascii_digit));
+        let after_word =
+            i > 0 && (s[i - 1].is_ascii_alphanumeric() || matches!(s[i - 1], b'.' | b'_' | b'-'));
         // A JSON number value (`"key":123` or `"key": 123`) is data, not personal data.
         let json_value = s[..i].iter().rev().find(|c| **c != b' ') == Some(&b':');
         if (kinds.card || kinds.phone) && starts_number && !after_word && !json_value {
@@ -186,9 +188,15 @@ mod tests {
 
     #[test]
     fn emails() {
-        assert_eq!(r("write to ann.lee+x@mail.example.co.uk."), "write to [EMAIL].");
+        assert_eq!(
+            r("write to ann.lee+x@mail.example.co.uk."),
+            "write to [EMAIL]."
+        );
         assert_eq!(r("\"a_b@c-d.io\""), "\"[EMAIL]\"");
-        assert_eq!(r("not@mail or @handle or x@y.1"), "not@mail or @handle or x@y.1");
+        assert_eq!(
+            r("not@mail or @handle or x@y.1"),
+            "not@mail or @handle or x@y.1"
+        );
     }
 
     #[test]
@@ -226,7 +234,10 @@ mod tests {
 
     #[test]
     fn multibyte_text_around_matches() {
-        assert_eq!(r("écrire à zoe@exemple.fr — merci ✓"), "écrire à [EMAIL] — merci ✓");
+        assert_eq!(
+            r("écrire à zoe@exemple.fr — merci ✓"),
+            "écrire à [EMAIL] — merci ✓"
+        );
         assert_eq!(r("電話 +81 3-1234-5678 です"), "電話 [PHONE] です");
         assert_eq!(r("карта 4111 1111 1111 1111."), "карта [CARD].");
     }
