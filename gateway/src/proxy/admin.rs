@@ -53,6 +53,21 @@ fn from_admin(r: AdminResponse) -> Response<Vec<u8>> {
         .unwrap_or_else(|_| Response::new(Vec::new()))
 }
 
+/// The admin API's view of a request read by the listener.
+fn admin_request(head: &pingora_http::RequestHeader, body: Bytes) -> AdminRequest {
+    AdminRequest {
+        method: head.method.as_str().to_string(),
+        path: head.uri.path().to_string(),
+        query: head.uri.query().unwrap_or_default().to_string(),
+        headers: head
+            .headers
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+            .collect(),
+        body,
+    }
+}
+
 /// The request body, or None when it is larger than `cap` (the rest is left unread: the
 /// answer closes the connection).
 async fn read_body(session: &mut ServerSession, cap: usize) -> Result<Option<Bytes>, String> {
@@ -114,18 +129,7 @@ impl AdminApp {
                 )
             }
         };
-        let head = session.req_header();
-        let request = AdminRequest {
-            method: head.method.as_str().to_string(),
-            path: head.uri.path().to_string(),
-            query: head.uri.query().unwrap_or_default().to_string(),
-            headers: head
-                .headers
-                .iter()
-                .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
-                .collect(),
-            body,
-        };
+        let request = admin_request(session.req_header(), body);
         match self.api() {
             Ok(api) => from_admin(api.handle(&request).await),
             Err(e) => {
@@ -187,18 +191,7 @@ impl AdminApp {
     /// cut (the database failed mid-way, or the client left): the body ends incomplete, so the
     /// client sees a failed transfer rather than a short file it could take for complete.
     async fn stream_export(&self, http: &mut ServerSession) -> bool {
-        let head = http.req_header();
-        let request = AdminRequest {
-            method: head.method.as_str().to_string(),
-            path: head.uri.path().to_string(),
-            query: head.uri.query().unwrap_or_default().to_string(),
-            headers: head
-                .headers
-                .iter()
-                .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
-                .collect(),
-            body: Bytes::new(),
-        };
+        let request = admin_request(http.req_header(), Bytes::new());
         let started = match self.api() {
             Ok(api) => api.export(&request).await.map_err(|e| e.to_response()),
             Err(_) => {

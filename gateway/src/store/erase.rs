@@ -166,13 +166,7 @@ impl Store {
             .execute(&mut *tx)
             .await
             .map_err(db(doing))?;
-        if self.kind == DbKind::Postgres {
-            sqlx::query("SELECT pg_notify('tollgate_orgs', $1)")
-                .bind(org_id)
-                .execute(&mut *tx)
-                .await
-                .map_err(db("announcing an org change"))?;
-        }
+        self.announce_org_in(&mut tx, org_id).await?;
         report.elapsed_ms = started.elapsed().as_millis() as u64;
         let mut entry = audit.clone().on(&tombstone);
         entry.org_id = tombstone.clone();

@@ -287,36 +287,16 @@ impl Store {
         limits: &OrgLimits,
         audit: &Audit,
     ) -> Result<Org> {
-        let doing = "changing an org's limits";
-        let _turn = self.write_turn().await;
-        let mut tx = self.pool.begin().await.map_err(db(doing))?;
-        let done = sqlx::query(
-            "UPDATE orgs SET rpm_limit = COALESCE($1, rpm_limit), tpm_limit = COALESCE($2, tpm_limit), \
-               concurrency_limit = COALESCE($3, concurrency_limit) WHERE id = $4",
-        )
-        .bind(limits.rpm_limit)
-        .bind(limits.tpm_limit)
-        .bind(limits.concurrency_limit)
-        .bind(org_id)
-        .execute(&mut *tx)
-        .await
-        .map_err(db(doing))?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound(format!("org '{org_id}'")));
-        }
-        if self.kind == DbKind::Postgres {
-            sqlx::query("SELECT pg_notify('tollgate_orgs', $1)")
-                .bind(org_id)
-                .execute(&mut *tx)
-                .await
-                .map_err(db("announcing an org change"))?;
-        }
-        write_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(db(doing))?;
-        let _ = self.key_changes.send(format!("org:{org_id}"));
-        drop(_turn);
-        self.org(org_id)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("org '{org_id}'")))
+        use super::org_policy::Value;
+        let columns = [
+            ("rpm_limit", limits.rpm_limit),
+            ("tpm_limit", limits.tpm_limit),
+            ("concurrency_limit", limits.concurrency_limit),
+        ]
+        .into_iter()
+        .filter_map(|(c, v)| Some((c, Value::Int(v?))))
+        .collect();
+        self.update_org_audited(org_id, columns, audit, "changing an org's limits")
+            .await
     }
 }

@@ -24,7 +24,8 @@ pub struct DataPolicyUpdate {
     pub allowed_regions: Option<Vec<String>>,
 }
 
-enum Value {
+/// A value bound into an org change's statement.
+pub(super) enum Value {
     Int(i64),
     Text(String),
 }
@@ -73,14 +74,38 @@ impl Store {
             .await
     }
 
+    /// Inside an org change's transaction: announces it to other replicas (PostgreSQL NOTIFY
+    /// on `tollgate_orgs`, delivered at commit). This process's caches hear of it through
+    /// `key_changes` once the caller committed.
+    pub(super) async fn announce_org_in(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        org_id: &str,
+    ) -> Result<()> {
+        if self.kind == DbKind::Postgres {
+            sqlx::query("SELECT pg_notify('tollgate_orgs', $1)")
+                .bind(org_id)
+                .execute(&mut **tx)
+                .await
+                .map_err(db("announcing an org change"))?;
+        }
+        Ok(())
+    }
+
     /// Sets `columns` on a live (not tombstone) org with `audit`, announcing the change.
-    async fn update_org_audited(
+    pub(super) async fn update_org_audited(
         &self,
         org_id: &str,
         columns: Vec<(&'static str, Value)>,
         audit: &Audit,
         doing: &'static str,
     ) -> Result<Org> {
+        if columns.is_empty() {
+            return self
+                .org(org_id)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("org '{org_id}'")));
+        }
         let sets: Vec<String> = columns
             .iter()
             .enumerate()
@@ -103,13 +128,7 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("org '{org_id}'")));
         }
-        if self.kind == DbKind::Postgres {
-            sqlx::query("SELECT pg_notify('tollgate_orgs', $1)")
-                .bind(org_id)
-                .execute(&mut *tx)
-                .await
-                .map_err(db("announcing an org change"))?;
-        }
+        self.announce_org_in(&mut tx, org_id).await?;
         write_audit(&mut tx, audit).await?;
         tx.commit().await.map_err(db(doing))?;
         let _ = self.key_changes.send(format!("org:{org_id}"));
