@@ -1,5 +1,6 @@
 //! Pages of an org's usage for export (issue 10): keyset pagination on
-//! `(created_at, request_id)`, so an export of millions of rows reads one page at a time in
+//! `(created_at, request_id)` — a row-value comparison both databases answer with one range
+//! scan of the `(org_id, created_at, request_id)` index — so an export of millions of rows reads one page at a time in
 //! constant memory and never skips or repeats a row; optionally with the request's stored
 //! content (retain-all).
 
@@ -37,12 +38,15 @@ impl Store {
         after: Option<&Cursor>,
         limit: i64,
     ) -> Result<Vec<ExportRow>> {
-        let (after_at, after_id) = after.cloned().unwrap_or((i64::MIN, String::new()));
+        // The first page starts at `since` (every id sorts after ""); later ones after the
+        // last row read. One row-value condition, so the index range starts right there.
+        let (after_at, after_id) = after
+            .cloned()
+            .unwrap_or((q.since.unwrap_or(i64::MIN), String::new()));
         let sql = format!(
             "SELECT u.*{} FROM usage_events u {} \
-             WHERE u.org_id = $1 AND u.created_at >= $2 AND u.created_at < $3 \
-               AND (u.created_at > $4 OR (u.created_at = $4 AND u.request_id > $5)) \
-             ORDER BY u.created_at, u.request_id LIMIT $6",
+             WHERE u.org_id = $1 AND (u.created_at, u.request_id) > ($2, $3) AND u.created_at < $4 \
+             ORDER BY u.created_at, u.request_id LIMIT $5",
             if q.content {
                 ", c.request_body AS c_request, c.response_body AS c_response, c.truncated AS c_truncated"
             } else {
@@ -56,10 +60,9 @@ impl Store {
         );
         let rows = sqlx::query(&sql)
             .bind(&q.org_id)
-            .bind(q.since.unwrap_or(i64::MIN))
-            .bind(q.until.unwrap_or(i64::MAX))
             .bind(after_at)
             .bind(after_id)
+            .bind(q.until.unwrap_or(i64::MAX))
             .bind(limit.max(1))
             .fetch_all(&self.pool)
             .await
