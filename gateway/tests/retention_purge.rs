@@ -7,7 +7,7 @@
 mod common;
 
 use tollgate::retention::export::{format_rows, ExportFormat, Exporter};
-use tollgate::store::{ExportQuery, ResponseState, Store, StoredContent, UsageEvent};
+use tollgate::store::{ExportQuery, ResponseState, StoredContent, UsageEvent};
 
 const DAY: i64 = 86_400_000;
 

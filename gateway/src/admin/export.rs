@@ -35,11 +35,10 @@ pub async fn start(
             "exporting covers the whole org's usage: this role may read only its own keys' usage",
         ));
     }
-    let format = match query_str(query, "format").unwrap_or("jsonl") {
-        f => ExportFormat::parse(f).ok_or_else(|| {
-            AdminError::bad_request(format!("'format' must be jsonl or csv (not '{f}')"))
-        })?,
-    };
+    let f = query_str(query, "format").unwrap_or("jsonl");
+    let format = ExportFormat::parse(f).ok_or_else(|| {
+        AdminError::bad_request(format!("'format' must be jsonl or csv (not '{f}')"))
+    })?;
     let content = match query_str(query, "content") {
         None | Some("false") | Some("0") => false,
         Some("true") | Some("1") => true,
