@@ -147,6 +147,7 @@ pub fn serve(config: Config) -> Result<()> {
             .map_err(anyhow::Error::msg)?
     };
     let state = Arc::new(AppState {
+        state_key: crate::retention::state_seal::StateKey::derive(&config.key_secret()?),
         limiter,
         byok,
         upstreams: Upstreams::new(&config),

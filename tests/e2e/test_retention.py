@@ -53,9 +53,9 @@ def send_everything(gw, key, marker):
         model="gpt-mock", max_tokens=64, messages=[{"role": "user", "content": f"messages {marker}"}])
     assert msg.parse().content[0].text == EXPECTED
     ids.append(msg.headers["x-request-id"])
-    # `store: false`: Responses state is the client's explicit request to keep the conversation
-    # (kept for its TTL under retain-all and metadata-only, never under zero — tested below).
-    resp = oai.responses.with_raw_response.create(model="gpt-mock", input=f"responses {marker}", store=False)
+    # `store` left at its default (true): the conversation state is kept for its TTL (never
+    # under zero) but sealed at rest, so the marker is not in the database in any mode.
+    resp = oai.responses.with_raw_response.create(model="gpt-mock", input=f"responses {marker}")
     assert resp.parse().output_text == EXPECTED
     ids.append(resp.headers["x-request-id"])
     return ids
@@ -102,6 +102,19 @@ def test_content_appears_nowhere(gw, mode):
         charged = gw.sql(f"SELECT request_id FROM credit_ledger WHERE org_id = '{org}' AND kind = 'charge'")
         assert sorted(r[0] for r in charged) == sorted(ids)
     assert gw.sql(f"SELECT COUNT(*) FROM request_content WHERE org_id = '{org}'") == [["0"]]
+
+
+def test_stored_responses_state_is_sealed_and_still_continues(gw):
+    _, key = new_org(gw, "metadata-only")
+    marker = f"MARKER-{secrets.token_hex(8)}"
+    oai = client(gw, key)
+    first = oai.responses.create(model="gpt-mock", input=f"remember {marker}")
+    assert first.store is True
+    settle(gw)
+    assert where(gw, marker) == [], "conversation state in clear text"
+    assert oai.responses.retrieve(first.id).id == first.id
+    second = oai.responses.create(model="gpt-mock", input="and now?", previous_response_id=first.id)
+    assert second.output_text == EXPECTED
 
 
 def test_zero_keeps_no_responses_state(gw):

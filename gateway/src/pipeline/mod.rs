@@ -75,4 +75,6 @@ pub struct AppState {
     pub byok: Arc<crate::byok::ByokKeys>,
     /// Requests and tokens per minute, requests at once (per key and org; shared via Redis).
     pub limiter: crate::ratelimit::RateLimiter,
+    /// Seals Responses conversation state at rest.
+    pub state_key: crate::retention::state_seal::StateKey,
 }

@@ -60,7 +60,12 @@ impl Request<'_> {
             .await
             .map_err(|e| ApiError::internal(format!("reading conversation state: {e}")))?
             .ok_or_else(missing)?;
-        match serde_json::from_str::<Value>(&state.messages) {
+        let messages = self
+            .state
+            .state_key
+            .open(&state.org_id, &state.id, &state.messages)
+            .unwrap_or_default();
+        match serde_json::from_str::<Value>(&messages) {
             Ok(Value::Array(messages)) => Ok(messages),
             _ => Err(ApiError::internal(
                 "stored conversation state is unreadable",
@@ -86,12 +91,23 @@ impl Request<'_> {
             .chain(&finished.output_messages)
             .collect();
         let now = now_ms();
+        let key = &self.state.state_key;
         let state = ResponseState {
             id: r.meta.id.clone(),
             org_id: who.org_id.clone(),
             key_id: who.key_id.clone(),
-            response: String::from_utf8_lossy(&finished.body).into_owned(),
-            messages: serde_json::to_string(&messages).unwrap_or_else(|_| "[]".into()),
+            // Sealed at rest (retention/state_seal.rs): a copy of the database holds no
+            // conversation text.
+            response: key.seal(
+                &who.org_id,
+                &r.meta.id,
+                &String::from_utf8_lossy(&finished.body),
+            ),
+            messages: key.seal(
+                &who.org_id,
+                &r.meta.id,
+                &serde_json::to_string(&messages).unwrap_or_else(|_| "[]".into()),
+            ),
             created_at: now,
             expires_at: now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)),
         };
@@ -121,7 +137,12 @@ impl Request<'_> {
             }
         } else {
             match store.get_response_state(id, &who.org_id, now_ms()).await {
-                Ok(Some(s)) => Ok(s.response.into_bytes()),
+                Ok(Some(s)) => match self.state.state_key.open(&s.org_id, &s.id, &s.response) {
+                    Some(text) => Ok(text.into_bytes()),
+                    None => Err(ApiError::internal(
+                        "stored conversation state does not open",
+                    )),
+                },
                 Ok(None) => Err(not_found(id)),
                 Err(e) => Err(ApiError::internal(format!(
                     "reading conversation state: {e}"

@@ -14,6 +14,7 @@
 pub mod capture;
 pub mod export;
 pub mod purge;
+pub mod state_seal;
 
 use serde::{Deserialize, Serialize};
 
