@@ -8,12 +8,14 @@ mod audit;
 mod keys;
 mod members;
 mod orgs;
+mod policy;
 mod usage_export;
 
 pub use audit::AuditCommand;
 pub use keys::{KeyFields, KeysCommand};
 pub use members::MembersCommand;
 pub use orgs::OrgsCommand;
+pub use policy::PolicyCommand;
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -83,8 +85,14 @@ pub enum Command {
         #[command(subcommand)]
         command: PluginsCommand,
     },
-    /// Check a config file and print the effective settings.
+    /// Check a config file, the plugins it names and the policy directory; print the effective
+    /// settings.
     CheckConfig,
+    /// Routing policy files (`tollgate policy check DIR`).
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
     /// One retention purge pass: expired usage rows, content, client IPs and Responses state
     /// (the running gateway does this every `[retention] purge_interval_ms`); prints the report.
     Purge {
@@ -180,18 +188,8 @@ pub fn run(cli: Cli) -> Result<()> {
     let config = Config::load(cli.config.as_deref())?;
     match cli.command {
         Command::Serve => crate::server::serve(config),
-        Command::CheckConfig => {
-            println!(
-                "config OK: listen {}, admin {}, database {}, plugins {}, {} providers, {} models",
-                config.listen,
-                config.admin_listen,
-                config.database_url,
-                config.plugin_dir.display(),
-                config.providers.len(),
-                config.models.len()
-            );
-            Ok(())
-        }
+        Command::CheckConfig => policy::check_config(&config),
+        Command::Policy { command } => policy::run(&config, command),
         Command::Plugins {
             command: PluginsCommand::List,
         } => plugins_list(&config),
@@ -290,7 +288,10 @@ async fn manage(config: Config, command: Command) -> Result<()> {
             print_usage(&store.usage(org_id.as_deref(), limit).await?, format)?;
         }
         Command::Byok { command } => crate::byok::cli::run(&store, &config, command).await?,
-        Command::Serve | Command::CheckConfig | Command::Plugins { .. } => {
+        Command::Serve
+        | Command::CheckConfig
+        | Command::Policy { .. }
+        | Command::Plugins { .. } => {
             unreachable!("handled in run")
         }
     }

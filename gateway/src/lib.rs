@@ -14,6 +14,7 @@ pub mod keys;
 pub mod metrics;
 pub mod pipeline;
 pub mod plugins;
+pub mod policy;
 pub mod proxy;
 pub mod ratelimit;
 pub mod retention;

@@ -12,6 +12,8 @@ use crate::config::Config;
 use crate::pipeline::upstream::Upstreams;
 use crate::pipeline::AppState;
 use crate::plugins::{EngineOptions, HostContext, PluginEngine, PluginRegistry};
+use crate::policy::live::Hooks;
+use crate::policy::PolicyHandle;
 use crate::proxy::build_server;
 use crate::services::GatewayServices;
 use crate::store::{Store, UsageWriter};
@@ -39,6 +41,84 @@ fn check_required(config: &Config, registry: &PluginRegistry) -> Result<()> {
             config.plugin_dir.display(),
             missing.join(", ")
         );
+    }
+    Ok(())
+}
+
+/// The policy directory, read and checked (the gateway refuses to start on an invalid one),
+/// with the plugin host told of the plugin config it sets.
+fn open_policy(config: &Config, registry: &Arc<PluginRegistry>) -> Result<Arc<PolicyHandle>> {
+    let dir = match &config.policy.dir {
+        Some(d) if d.is_dir() => Some(d.as_path()),
+        Some(d) if config.policy.required => {
+            bail!("policy.dir: {} is not a directory", d.display())
+        }
+        Some(d) => {
+            tracing::info!(dir = %d.display(), "no policy directory: routing as the config file says");
+            None
+        }
+        None => None,
+    };
+    let exists = registry.clone();
+    let host = registry.host_context().clone();
+    let hooks = Hooks {
+        plugin_exists: Some(Arc::new(move |name: &str| exists.get(name).is_some())),
+        on_load: Some(Arc::new(move |p: &crate::policy::Policy| {
+            host.set_config_overrides(p.plugin_config.clone())
+        })),
+    };
+    let handle =
+        PolicyHandle::open(config, dir, hooks).map_err(|e| anyhow::anyhow!("policy: {e}"))?;
+    if let Some(d) = dir {
+        let p = handle.current();
+        tracing::info!(dir = %d.display(), files = p.files.len(), routes = p.rules.len(),
+            aliases = p.aliases.len(), "policy loaded");
+    }
+    Ok(Arc::new(handle))
+}
+
+fn config_watch(config: &Config) -> bool {
+    config.policy.watch && config.policy.dir.as_ref().is_some_and(|d| d.is_dir())
+}
+
+/// Reloads on SIGHUP: the policy files, then every plugin in the plugin directory.
+fn spawn_sighup(
+    policy: Arc<PolicyHandle>,
+    registry: Arc<PluginRegistry>,
+    plugin_dir: std::path::PathBuf,
+) -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the policy and plugins");
+            let policy = policy.clone();
+            let registry = registry.clone();
+            let dir = plugin_dir.clone();
+            // Compiling plugins is CPU work: off the async workers.
+            let _ = tokio::task::spawn_blocking(move || {
+                let _ = policy.reload();
+                for (path, outcome) in registry.load_dir(&dir) {
+                    if let Err(e) = outcome {
+                        tracing::error!(file = %path.display(), error = %e, "plugin not reloaded");
+                    }
+                }
+            })
+            .await;
+        }
+    });
+    Ok(())
+}
+
+/// Both listeners' addresses must be free: Pingora would retry a taken one forever.
+fn check_ports(config: &Config) -> Result<()> {
+    for (what, addr) in [
+        ("server.listen", &config.listen),
+        ("server.admin_listen", &config.admin_listen),
+    ] {
+        if let Err(e) = std::net::TcpListener::bind(addr.as_str()) {
+            bail!("{what}: cannot listen on {addr}: {e} (is another gateway running?)");
+        }
     }
     Ok(())
 }
@@ -119,6 +199,7 @@ pub fn serve(config: Config) -> Result<()> {
         }
     }
     check_required(&config, &registry)?;
+    let policy = open_policy(&config, &registry)?;
     let _watch = if config.watch_plugins {
         Some(crate::plugins::watch(
             registry.clone(),
@@ -146,7 +227,9 @@ pub fn serve(config: Config) -> Result<()> {
         crate::ratelimit::RateLimiter::from_config(&config.rate_limits)
             .map_err(anyhow::Error::msg)?
     };
+    check_ports(&config)?;
     let state = Arc::new(AppState {
+        policy: policy.clone(),
         state_key: crate::retention::state_seal::StateKey::derive(&config.key_secret()?),
         limiter,
         byok,
@@ -173,6 +256,21 @@ pub fn serve(config: Config) -> Result<()> {
             }
         }
     });
+    let _policy_watch = if config_watch(&state.config) {
+        crate::policy::live::watch(policy.clone(), state.config.policy.debounce)
+            .context("watching the policy directory")?
+    } else {
+        None
+    };
+    // SIGHUP reloads the policy and the plugin directory (it would otherwise end the process).
+    {
+        let _entered = background.enter();
+        spawn_sighup(
+            policy.clone(),
+            state.registry.clone(),
+            state.config.plugin_dir.clone(),
+        )?;
+    }
     let server = build_server(state)?;
     server.run(pingora_core::server::RunArgs::default());
     // Pingora returns once its runtimes stopped, so every request has queued its record by now:

@@ -1,4 +1,5 @@
-//! Every example policy in `policies/` loads, and names only plugins the project builds.
+//! Every example config in `examples/configs/` loads and names only plugins the project builds;
+//! every policy file in `policies/` and `policies/examples/` checks against the built-in config.
 
 use std::path::Path;
 
@@ -8,7 +9,7 @@ use tollgate::config::Config;
 fn every_example_policy_loads_and_names_real_plugins() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut checked = 0;
-    for entry in std::fs::read_dir(root.join("policies")).unwrap() {
+    for entry in std::fs::read_dir(root.join("examples").join("configs")).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_none_or(|e| e != "toml") {
             continue;
@@ -36,7 +37,7 @@ fn every_example_policy_loads_and_names_real_plugins() {
         assert!(!config.models.is_empty(), "{}: no models", path.display());
         checked += 1;
     }
-    assert!(checked >= 4, "only {checked} example policies found");
+    assert!(checked >= 4, "only {checked} example configs found");
     // The built-in defaults are held to the same rule.
     Config::load(None).unwrap();
 }

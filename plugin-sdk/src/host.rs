@@ -23,18 +23,31 @@ pub fn config() -> String {
 
 /// The plugin's configuration parsed as JSON; an unparsable config yields `Value::Null`.
 ///
-/// In a component the config is fixed for the instance's life, so it is fetched and parsed once
-/// per instance; natively (tests) it is read afresh so each test can install its own.
+/// The host may change it between calls (a policy route's config, a reloaded policy), so it is
+/// fetched on every call and parsed again only when its text changed.
 pub fn config_json() -> serde_json::Value {
     #[cfg(target_arch = "wasm32")]
     {
-        static CONFIG: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
-        CONFIG.get_or_init(parse_config).clone()
+        // Parsed once per distinct config: the host may hand a call another config (a policy
+        // route's, or a reloaded policy's), so the cache is keyed by the text.
+        static CONFIG: std::sync::Mutex<Option<(String, serde_json::Value)>> =
+            std::sync::Mutex::new(None);
+        let raw = config();
+        let mut cache = CONFIG.lock().unwrap_or_else(|e| e.into_inner());
+        match cache.as_ref() {
+            Some((text, value)) if *text == raw => value.clone(),
+            _ => {
+                let value = serde_json::from_str(&raw).unwrap_or(serde_json::Value::Null);
+                *cache = Some((raw, value.clone()));
+                value
+            }
+        }
     }
     #[cfg(not(target_arch = "wasm32"))]
     parse_config()
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 fn parse_config() -> serde_json::Value {
     serde_json::from_str(&config()).unwrap_or(serde_json::Value::Null)
 }

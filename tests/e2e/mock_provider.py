@@ -11,6 +11,12 @@ Each server has a `behaviour`:
                     and end the stream, as Anthropic does when it fails mid-stream
   "no-usage"        (openai) never report usage: no `usage` in the JSON answer, no usage chunk
                     and no `usage` key in any chunk, even with `stream_options.include_usage`
+  "status:429:<s>"  answer 429 with `Retry-After: <s>`
+  "context-length"  answer 400 with OpenAI's `context_length_exceeded` error (Anthropic: "prompt
+                    is too long"), as a provider does for a prompt over its context window
+  "content-filter"  answer 400 with OpenAI's `content_filter` error
+  "bad-request"     answer 400 with a plain `invalid_request_error` (the client's own mistake)
+  "stall:<n>"       (openai) stream <n> content chunks, then send nothing for 30 s
   "cached:<n>"      (openai) report <n> cached prompt tokens: `prompt_tokens` is
                     PROMPT_TOKENS + n (it includes cached tokens, as OpenAI counts them) and
                     `prompt_tokens_details.cached_tokens` is n
@@ -157,8 +163,25 @@ class _Handler(BaseHTTPRequestHandler):
         behaviour = srv.behaviour
         if behaviour.startswith("slow:"):
             time.sleep(int(behaviour.split(":")[1]) / 1000)
+        if behaviour == "context-length":
+            if srv.flavour == "anthropic":
+                return self._json(400, {"type": "error", "error": {"type": "invalid_request_error", "message": "prompt is too long: 250000 tokens > 200000 maximum"}})
+            return self._json(400, {"error": {"message": "This model's maximum context length is 8192 tokens. However, your messages resulted in 250000 tokens.", "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded"}})
+        if behaviour == "content-filter":
+            return self._json(400, {"error": {"message": "The response was filtered due to the prompt triggering content management policy.", "type": "invalid_request_error", "param": "prompt", "code": "content_filter"}})
+        if behaviour == "bad-request":
+            return self._json(400, {"error": {"message": "temperature: must be at most 2", "type": "invalid_request_error", "param": "temperature", "code": None}})
         if behaviour.startswith("status:"):
             status = int(behaviour.split(":")[1])
+            if status == 429 and behaviour.count(":") == 2:
+                data = json.dumps({"error": {"message": "mock says 429", "type": "rate_limit_error", "param": None, "code": None}}).encode()
+                self.send_response(429)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.send_header("retry-after", behaviour.split(":")[2])
+                self.end_headers()
+                self.wfile.write(data)
+                return
             if srv.flavour == "anthropic":
                 return self._json(status, {"type": "error", "error": {"type": "overloaded_error" if status >= 500 else "rate_limit_error", "message": f"mock says {status}"}})
             return self._json(status, {"error": {"message": f"mock says {status}", "type": "server_error", "param": None, "code": None}})
@@ -249,6 +272,11 @@ class _Handler(BaseHTTPRequestHandler):
                 self.server.client_gone.set()
             return self._cut()
         cut = int(behaviour.split(":")[1]) if behaviour.startswith("cut:") else None
+        if behaviour.startswith("stall:"):
+            for w in WORDS[:int(behaviour.split(":")[1])]:
+                chunk({"content": w})
+            time.sleep(30)
+            return self._cut()
         if tool:
             chunk({"content": TOOL_TEXT})
             chunk({"tool_calls": [{"index": 0, "id": OPENAI_TOOL_ID, "type": "function",

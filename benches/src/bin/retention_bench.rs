@@ -62,6 +62,7 @@ fn event(org: &str, i: usize, t0: i64) -> UsageEvent {
         status: 200,
         stream: i.is_multiple_of(2),
         attempts: r#"[{"provider":"openai","model":"gpt-4o-mini","status":200,"error":"","latency_ms":420}]"#.into(),
+        route: None,
         client_ip: Some("192.0.2.1".into()),
         created_at: t0 + i as i64,
         format: "openai-chat".into(),

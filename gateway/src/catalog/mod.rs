@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 
 use crate::config::{self, Config, ModelKind};
 use crate::plugins::bindings::Price;
+use crate::policy::Policy;
 
 impl From<config::Price> for Price {
     fn from(p: config::Price) -> Self {
@@ -18,24 +19,6 @@ impl From<config::Price> for Price {
             cache_write: p.cache_write,
         }
     }
-}
-
-/// The price of `upstream_model` at `provider` among `model`'s routes (zero when unknown: the
-/// billing stage decides what an unpriced route may do).
-pub fn route_price(config: &Config, model: &str, provider: &str, upstream_model: &str) -> Price {
-    config
-        .models
-        .get(model)
-        .into_iter()
-        .flatten()
-        .find(|r| r.provider == provider && r.upstream_model == upstream_model)
-        .map(|r| r.price.into())
-        .unwrap_or(Price {
-            input: 0,
-            output: 0,
-            cache_read: 0,
-            cache_write: 0,
-        })
 }
 
 /// Micro-USD per million tokens as USD per token, a plain decimal string (`2500000` →
@@ -80,9 +63,10 @@ fn default_parameters(kind: ModelKind) -> Vec<&'static str> {
 }
 
 /// One model object, or None when the catalog has no such model.
-pub fn model(config: &Config, id: &str) -> Option<Value> {
-    let routes = config.models.get(id)?;
-    let info = config.model_info.get(id);
+pub fn model(config: &Config, policy: &Policy, id: &str) -> Option<Value> {
+    let id = policy.resolve(id);
+    let routes = policy.models.get(id)?;
+    let info = policy.model_info.get(id);
     let kind = info.map_or(ModelKind::Chat, |i| i.kind);
     let input = info.map_or_else(|| vec!["text".to_string()], |i| i.input_modalities.clone());
     let output = info.map_or_else(|| vec!["text".to_string()], |i| i.output_modalities.clone());
@@ -135,11 +119,11 @@ pub fn model(config: &Config, id: &str) -> Option<Value> {
 }
 
 /// `GET /v1/models`.
-pub fn models_body(config: &Config) -> Vec<u8> {
-    let data: Vec<Value> = config
+pub fn models_body(config: &Config, policy: &Policy) -> Vec<u8> {
+    let data: Vec<Value> = policy
         .models
         .keys()
-        .filter_map(|m| model(config, m))
+        .filter_map(|m| model(config, policy, m))
         .collect();
     // OpenAI's list, with Anthropic's pagination fields (one page: everything).
     let first = data.first().map(|m| m["id"].clone());

@@ -70,6 +70,93 @@ fn parse_base_url(name: &str, url: &str) -> Result<(bool, String, u16, String)> 
     Ok((https, host, port, base_path))
 }
 
+/// Model name -> its routes, and model name -> its catalog metadata.
+pub(crate) type Catalog = (BTreeMap<String, Vec<Route>>, BTreeMap<String, ModelInfo>);
+
+/// The catalog from `[[models]]` (config file or policy files): each model's routes in policy
+/// order with prices, and its catalog metadata. Errors name the model and route.
+pub(crate) fn compile_models(
+    providers: &BTreeMap<String, Provider>,
+    model_src: Vec<schema::Model>,
+) -> Result<Catalog> {
+    let mut models = BTreeMap::new();
+    let mut model_info = BTreeMap::new();
+    for m in model_src {
+        let kind = match m.kind.as_deref() {
+            None | Some("chat") => ModelKind::Chat,
+            Some("embedding") => ModelKind::Embedding,
+            Some(other) => bail!(
+                "models '{}': kind '{other}' is not chat or embedding",
+                m.name
+            ),
+        };
+        model_info.insert(
+            m.name.clone(),
+            ModelInfo {
+                kind,
+                context_length: m.context_length,
+                input_modalities: m.input_modalities.unwrap_or_else(|| vec!["text".into()]),
+                output_modalities: m.output_modalities.unwrap_or_else(|| {
+                    vec![if kind == ModelKind::Embedding {
+                        "embeddings".into()
+                    } else {
+                        "text".into()
+                    }]
+                }),
+                supported_parameters: m.supported_parameters.clone(),
+                description: m.description.unwrap_or_default(),
+            },
+        );
+        let mut routes = Vec::new();
+        for r in m.routes {
+            if !providers.contains_key(&r.provider) {
+                bail!(
+                    "models '{}': route names unknown provider '{}'",
+                    m.name,
+                    r.provider
+                );
+            }
+            let what = format!("models '{}' route '{}'", m.name, r.provider);
+            let priced = [
+                Some(r.input_per_mtok),
+                Some(r.output_per_mtok),
+                r.cache_read_per_mtok,
+                r.cache_write_per_mtok,
+            ]
+            .iter()
+            .any(|p| p.is_some_and(|v| v > 0.0));
+            if r.free && priced {
+                bail!("{what}: `free = true` with prices set; choose one");
+            }
+            routes.push(Route {
+                unpriced: !priced && !r.free,
+                upstream_model: r.model.unwrap_or_else(|| m.name.clone()),
+                price: Price {
+                    input: usd_per_mtok(r.input_per_mtok, &what)?,
+                    output: usd_per_mtok(r.output_per_mtok, &what)?,
+                    cache_read: usd_per_mtok(
+                        r.cache_read_per_mtok.unwrap_or(r.input_per_mtok),
+                        &what,
+                    )?,
+                    cache_write: usd_per_mtok(
+                        r.cache_write_per_mtok.unwrap_or(r.input_per_mtok),
+                        &what,
+                    )?,
+                },
+                provider: r.provider,
+                context_length: r.context_length.or(m.context_length),
+                supported_parameters: r
+                    .supported_parameters
+                    .or_else(|| m.supported_parameters.clone()),
+            });
+        }
+        if models.insert(m.name.clone(), routes).is_some() {
+            bail!("models '{}' is defined twice", m.name);
+        }
+    }
+    Ok((models, model_info))
+}
+
 impl Config {
     /// Loads a config file over the built-in defaults (or the defaults alone).
     pub fn load(path: Option<&Path>) -> Result<Config> {
@@ -171,77 +258,7 @@ impl Config {
         } else {
             f.models
         };
-        let mut models = BTreeMap::new();
-        let mut model_info = BTreeMap::new();
-        for m in model_src {
-            let kind = match m.kind.as_deref() {
-                None | Some("chat") => ModelKind::Chat,
-                Some("embedding") => ModelKind::Embedding,
-                Some(other) => bail!(
-                    "models '{}': kind '{other}' is not chat or embedding",
-                    m.name
-                ),
-            };
-            model_info.insert(
-                m.name.clone(),
-                ModelInfo {
-                    kind,
-                    context_length: m.context_length,
-                    input_modalities: m.input_modalities.unwrap_or_else(|| vec!["text".into()]),
-                    output_modalities: m.output_modalities.unwrap_or_else(|| {
-                        vec![if kind == ModelKind::Embedding {
-                            "embeddings".into()
-                        } else {
-                            "text".into()
-                        }]
-                    }),
-                    supported_parameters: m.supported_parameters,
-                    description: m.description.unwrap_or_default(),
-                },
-            );
-            let mut routes = Vec::new();
-            for r in m.routes {
-                if !providers.contains_key(&r.provider) {
-                    bail!(
-                        "models '{}': route names unknown provider '{}'",
-                        m.name,
-                        r.provider
-                    );
-                }
-                let what = format!("models '{}' route '{}'", m.name, r.provider);
-                let priced = [
-                    Some(r.input_per_mtok),
-                    Some(r.output_per_mtok),
-                    r.cache_read_per_mtok,
-                    r.cache_write_per_mtok,
-                ]
-                .iter()
-                .any(|p| p.is_some_and(|v| v > 0.0));
-                if r.free && priced {
-                    bail!("{what}: `free = true` with prices set; choose one");
-                }
-                routes.push(Route {
-                    unpriced: !priced && !r.free,
-                    upstream_model: r.model.unwrap_or_else(|| m.name.clone()),
-                    price: Price {
-                        input: usd_per_mtok(r.input_per_mtok, &what)?,
-                        output: usd_per_mtok(r.output_per_mtok, &what)?,
-                        cache_read: usd_per_mtok(
-                            r.cache_read_per_mtok.unwrap_or(r.input_per_mtok),
-                            &what,
-                        )?,
-                        cache_write: usd_per_mtok(
-                            r.cache_write_per_mtok.unwrap_or(r.input_per_mtok),
-                            &what,
-                        )?,
-                    },
-                    provider: r.provider,
-                });
-            }
-            if models.insert(m.name.clone(), routes).is_some() {
-                bail!("models '{}' is defined twice", m.name);
-            }
-        }
+        let (models, model_info) = compile_models(&providers, model_src)?;
 
         let logging = pick(
             f.stages.logging.clone(),
@@ -462,6 +479,17 @@ impl Config {
             },
             rate_limits: super::rate_limits::load(&f.rate_limits, &d.rate_limits)?,
             retention: super::rate_limits::retention(&f.retention, &d.retention, &logging)?,
+            policy: PolicySettings {
+                required: f.policy.dir.is_some(),
+                dir: f
+                    .policy
+                    .dir
+                    .or(d.policy.dir)
+                    .or_else(|| Some(PathBuf::from("policies")))
+                    .filter(|d| !d.as_os_str().is_empty()),
+                watch: f.policy.watch.or(d.policy.watch).unwrap_or(true),
+                debounce: ms(f.policy.debounce_ms, d.policy.debounce_ms, 100),
+            },
         };
         Ok(config)
     }

@@ -15,9 +15,9 @@ use crate::plugins::{InstanceMode, PluginSettings, SettingsTable};
 /// The built-in defaults, also shipped as the reference config.
 pub const DEFAULT_CONFIG: &str = include_str!("../default-config.toml");
 
-mod load;
+pub(crate) mod load;
 mod rate_limits;
-mod schema;
+pub(crate) mod schema;
 #[cfg(test)]
 mod tests;
 
@@ -107,6 +107,10 @@ pub struct Route {
     pub price: Price,
     /// No price configured and not declared `free`: see [`UnpricedPolicy`].
     pub unpriced: bool,
+    /// The route's context window in tokens, when known (route's, else the model's).
+    pub context_length: Option<u64>,
+    /// Request parameters the route accepts, when declared (route's, else the model's).
+    pub supported_parameters: Option<Vec<String>>,
 }
 
 /// What happens to a route with no price (`[limits] unpriced_models`): never silently free.
@@ -206,6 +210,19 @@ pub struct Config {
     pub rate_limits: crate::ratelimit::RateLimitConfig,
     /// Retention: the logging plugin per mode, the content cap, the purge (`[retention]`).
     pub retention: RetentionSettings,
+    /// Policy files (`[policy]`, docs/policies.md).
+    pub policy: PolicySettings,
+}
+
+/// `[policy]`, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicySettings {
+    /// The policy directory (`*.toml`), None when there is none.
+    pub dir: Option<PathBuf>,
+    /// The directory was named in the config file: it must exist.
+    pub required: bool,
+    pub watch: bool,
+    pub debounce: Duration,
 }
 
 /// `[retention]`, checked.

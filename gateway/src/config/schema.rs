@@ -16,6 +16,16 @@ pub struct File {
     pub byok: Byok,
     pub rate_limits: RateLimits,
     pub retention: Retention,
+    pub policy: PolicySection,
+}
+
+/// `[policy]`: where the operator's policy files are, and whether they are watched.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicySection {
+    pub dir: Option<PathBuf>,
+    pub watch: Option<bool>,
+    pub debounce_ms: Option<u64>,
 }
 
 /// `[retention]`: the logging plugin of each retention mode, how much content is captured,
@@ -159,7 +169,7 @@ pub struct Provider {
     pub formats: Option<Vec<String>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Model {
     pub name: String,
@@ -173,7 +183,7 @@ pub struct Model {
     pub description: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Route {
     pub provider: String,
@@ -190,6 +200,12 @@ pub struct Route {
     /// The route is free on purpose (no prices): served even under `unpriced_models = "refuse"`.
     #[serde(default)]
     pub free: bool,
+    /// This route's context window, when it differs from the model's (context-length fallback
+    /// moves to a route with a larger one).
+    pub context_length: Option<u64>,
+    /// Request parameters this route accepts, when it differs from the model's
+    /// (`provider.require_parameters`).
+    pub supported_parameters: Option<Vec<String>>,
 }
 
 /// `[byok]`: org-provided provider keys.

@@ -1,9 +1,13 @@
 //! The attempt loop: try each route the routing stage chose, in order, until one answers.
 //!
 //! A route is tried only while nothing has reached the client; an attempt that fails before
-//! its first byte (connect error, timeout, 429/5xx, a stream that broke or was refused before
-//! its first event) moves on to the next. A refusal by `transform.request` ends the loop: the
-//! request itself is bad for that provider, which another provider does not fix.
+//! its first byte moves on to the next when the policy route's `fallback_on` names its class
+//! (rate-limit: 429; server-error: 5xx or a stream refused before its first event; timeout:
+//! connect, first byte, stall, the whole attempt; context-length and content-filter: a 4xx
+//! saying so). Any other answer — the client's own 4xx — goes to the client as is. A 429 whose
+//! `Retry-After` is within the route's `retry_after_max_ms` is waited out and retried once on
+//! the same provider. A refusal by `transform.request` ends the loop: the request itself is
+//! bad for that provider, which another provider does not fix.
 //!
 //! [`run_attempts`] is the loop alone, over an [`AttemptRunner`] that performs one attempt
 //! (`chat.rs` has the real one), so its rules are unit-tested here; [`failure_error`] is what
@@ -15,6 +19,23 @@ use super::outcome::{Answer, AttemptError, AttemptRecord};
 use super::upstream::AttemptFailure;
 use crate::api_error::ApiError;
 use crate::plugins::bindings::Attempt;
+use crate::policy::Fallback;
+
+/// The route's rules for the loop.
+#[derive(Debug, Clone, Copy)]
+pub struct LoopRules {
+    pub fallback: Fallback,
+    pub retry_after_max: Duration,
+}
+
+impl Default for LoopRules {
+    fn default() -> Self {
+        LoopRules {
+            fallback: Fallback::DEFAULT,
+            retry_after_max: Duration::from_millis(crate::policy::DEFAULT_RETRY_AFTER_MAX_MS),
+        }
+    }
+}
 
 /// What one attempt came to.
 pub enum Tried {
@@ -34,6 +55,8 @@ pub enum Tried {
     },
     /// The route names a provider that is not configured.
     Skipped,
+    /// Not attempted, and why (e.g. its context is no larger than one that already refused).
+    SkippedFor(&'static str),
 }
 
 /// Performs one attempt.
@@ -58,14 +81,18 @@ pub enum Attempts {
     },
 }
 
-/// Tries `attempts` in order until one answers.
+/// Tries `attempts` in order until one answers, or one fails in a way the route does not fall
+/// back on.
 pub async fn run_attempts<R: AttemptRunner>(
     attempts: &[Attempt],
     runner: &mut R,
+    rules: LoopRules,
 ) -> Result<Attempts, ApiError> {
     let mut records = Vec::with_capacity(attempts.len());
     let mut last = None;
-    for (index, attempt) in attempts.iter().enumerate() {
+    let mut retried = false;
+    let mut index = 0;
+    while let Some(attempt) = attempts.get(index) {
         let record = |status, error, latency| AttemptRecord {
             provider: attempt.provider.clone(),
             upstream_model: attempt.upstream_model.clone(),
@@ -92,7 +119,19 @@ pub async fn run_attempts<R: AttemptRunner>(
                 latency,
             } => {
                 records.push(record(status, Some(AttemptError::from(&failure)), latency));
+                let class = failure.fallback_class();
+                if let AttemptFailure::Status(429, _, Some(wait)) = &failure {
+                    if !retried && *wait <= rules.retry_after_max {
+                        // The provider said when: wait once, on this provider.
+                        retried = true;
+                        tokio::time::sleep(*wait).await;
+                        continue;
+                    }
+                }
                 last = Some((index, failure));
+                if !rules.fallback.allows(class) {
+                    break;
+                }
             }
             Tried::Skipped => {
                 records.push(record(
@@ -101,7 +140,12 @@ pub async fn run_attempts<R: AttemptRunner>(
                     Duration::ZERO,
                 ));
             }
+            Tried::SkippedFor(why) => {
+                records.push(record(0, Some(AttemptError::Skipped(why)), Duration::ZERO));
+            }
         }
+        retried = false;
+        index += 1;
     }
     Ok(Attempts::AllFailed { last, records })
 }
@@ -110,7 +154,7 @@ pub async fn run_attempts<R: AttemptRunner>(
 /// status (whose body the transform translates: the client sees what the provider said).
 pub fn failure_error(last: Option<&AttemptFailure>) -> ApiError {
     match last {
-        Some(AttemptFailure::Status(status, _)) => ApiError::new(
+        Some(AttemptFailure::Status(status, ..)) => ApiError::new(
             *status,
             "upstream_error",
             format!("All providers failed; the last answered {status}."),
@@ -171,7 +215,7 @@ mod tests {
                 "gone" => answered(StreamEnd::ClientGone, 499),
                 "429" => Tried::Failed {
                     status: 429,
-                    failure: AttemptFailure::Status(429, b"{}".to_vec()),
+                    failure: AttemptFailure::Status(429, b"{}".to_vec(), None),
                     latency,
                 },
                 "timeout" => Tried::Failed {
@@ -192,7 +236,7 @@ mod tests {
             .enable_time()
             .build()
             .expect("runtime");
-        let out = rt.block_on(run_attempts(&attempts, &mut runner));
+        let out = rt.block_on(run_attempts(&attempts, &mut runner, LoopRules::default()));
         (out, runner.tried)
     }
 

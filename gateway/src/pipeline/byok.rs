@@ -17,6 +17,8 @@ pub struct Plan {
     pub credentials: Vec<Option<Credential>>,
     /// Percent of the cost charged for BYOK requests.
     fee_percent: f64,
+    /// The policy route's fallback rules for the attempt loop.
+    pub rules: super::attempts::LoopRules,
 }
 
 impl Plan {
@@ -108,6 +110,7 @@ impl Request<'_> {
             }
         }
         Ok(Plan {
+            rules: Default::default(),
             attempts: planned,
             credentials,
             fee_percent,

@@ -38,6 +38,10 @@ pub struct Call {
     /// The Anthropic message id (adapted answers carry it).
     pub message_id: String,
     pub responses: Option<ResponsesCall>,
+    /// OpenRouter routing options the request carried (`models`, `provider`, `:nitro`, `:floor`).
+    pub options: Option<crate::policy::options::RouteOptions>,
+    /// `provider/model`: the provider the client pinned.
+    pub pinned: Option<String>,
 }
 
 impl Call {
@@ -91,6 +95,8 @@ fn call(format: ApiFormat, summary: RequestSummary, body: Bytes) -> Call {
         forward_headers: Vec::new(),
         message_id: String::new(),
         responses: None,
+        options: None,
+        pinned: None,
     }
 }
 

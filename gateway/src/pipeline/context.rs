@@ -33,6 +33,12 @@ pub struct Request<'a> {
     pub(super) retention: std::sync::OnceLock<crate::retention::Policy>,
     /// Request and response content, captured only when the mode lets the logging stage see it.
     pub(super) capture: parking_lot::Mutex<Option<crate::retention::capture::Capture>>,
+    /// The policy this request runs under (one version for its whole life).
+    pub(super) policy: Arc<crate::policy::Policy>,
+    /// The route trace (set by routing; attempts added as they happen).
+    pub(super) trace: parking_lot::Mutex<Option<crate::policy::trace::RouteTrace>>,
+    /// Whether the trace goes back in `x-tollgate-route`.
+    pub(super) trace_header: std::sync::atomic::AtomicBool,
 }
 
 impl<'a> Request<'a> {
@@ -53,6 +59,9 @@ impl<'a> Request<'a> {
             admitted: Default::default(),
             retention: Default::default(),
             capture: Default::default(),
+            policy: state.policy.current(),
+            trace: Default::default(),
+            trace_header: Default::default(),
         }
     }
 
@@ -71,7 +80,7 @@ impl<'a> Request<'a> {
 
     /// The model as a metrics label: a catalog name, or `other`.
     pub(super) fn model_label<'m>(&self, model: &'m str) -> &'m str {
-        if self.state.config.models.contains_key(model) {
+        if self.policy.models.contains_key(model) {
             model
         } else {
             crate::metrics::OTHER

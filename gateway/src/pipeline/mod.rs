@@ -6,14 +6,16 @@
 //! context.rs   the request context (id, timing, client format) and stage-call helpers, auth
 //! client.rs    the client side: body under limits, answers, the stream's sink
 //! routes.rs    the client API routes: chat, Messages, Responses, embeddings, stored responses
-//! route.rs     candidates, routing, the BYOK plan, billing.authorize, the credit reservation
+//! route.rs     candidates (the policy's route, strategy, request options, health: each skip
+//!              traced), routing, the BYOK plan, billing.authorize, the credit reservation
 //! serve.rs     every API's stages in order: parse, routing + billing.authorize, attempts
 //! call.rs      one call parsed for its API: summary, client and canonical bodies
 //! adapt.rs     client-format adapters in the path (formats crate), usage estimates
 //! responses.rs Responses API conversation state (previous_response_id, GET/DELETE)
 //! byok.rs     whose provider key each attempt uses (the org's own, or the gateway's)
 //! attempts.rs  the attempt loop with fallback; what to say when every attempt failed
-//! upstream.rs  upstream I/O: connectors, per-phase bounds, provider health
+//! upstream.rs  upstream I/O: connectors, per-phase bounds, how a provider's answer is classified
+//! health.rs    provider health per route: EWMA latency, throughput, errors; the circuit breaker
 //! complete.rs  complete responses through transform.response
 //! stream.rs    the stream state machine (commit on first event, error events, client gone)
 //! events.rs    stream events through transform.event
@@ -37,6 +39,7 @@ mod client;
 mod complete;
 mod context;
 mod events;
+pub mod health;
 mod outcome;
 mod rate;
 mod responses;
@@ -62,6 +65,8 @@ use upstream::Upstreams;
 /// Everything a request needs, shared by all worker threads.
 pub struct AppState {
     pub config: Config,
+    /// The operator's routing policy, reloaded live (`policies/*.toml`).
+    pub policy: Arc<crate::policy::PolicyHandle>,
     pub registry: Arc<PluginRegistry>,
     pub services: Arc<GatewayServices>,
     /// The database (conversation state; everything billing-related goes through services).

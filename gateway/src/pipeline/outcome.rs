@@ -8,7 +8,7 @@ use std::fmt;
 use std::time::Duration;
 
 use super::upstream::{AttemptFailure, BodyError};
-use crate::plugins::bindings::{Charge, Price, Usage};
+use crate::plugins::bindings::{AttemptOutcome, Charge, Price, Usage};
 
 /// No tokens.
 pub const NO_USAGE: Usage = Usage {
@@ -34,6 +34,12 @@ pub enum AttemptError {
     Stall,
     /// A retryable HTTP status (429, 5xx).
     Status,
+    /// The provider said the prompt is longer than its context window.
+    ContextLength,
+    /// The provider's content filter refused the request.
+    ContentFilter,
+    /// Not attempted, with why (`context-length`: no larger than one that already refused).
+    Skipped(&'static str),
     /// The transform refused what the provider sent, with the refusal's code.
     Refused(String),
     /// The transform refused an answer already being delivered (no code: the client got it).
@@ -58,6 +64,9 @@ impl AttemptError {
             AttemptError::Timeout => "timeout".into(),
             AttemptError::Stall => "stall".into(),
             AttemptError::Status => "status".into(),
+            AttemptError::ContextLength => "context-length".into(),
+            AttemptError::ContentFilter => "content-filter".into(),
+            AttemptError::Skipped(why) => format!("skipped: {why}"),
             AttemptError::Refused(code) => format!("refused: {code}"),
             AttemptError::RefusedAnswer => "refused".into(),
             AttemptError::StreamCut => "stream-cut".into(),
@@ -82,7 +91,11 @@ impl From<&AttemptFailure> for AttemptError {
             AttemptFailure::Connect(_) => AttemptError::Connect,
             AttemptFailure::Timeout => AttemptError::Timeout,
             AttemptFailure::Stall => AttemptError::Stall,
-            AttemptFailure::Status(..) => AttemptError::Status,
+            AttemptFailure::Status(..) => match f.fallback_class() {
+                crate::policy::FailureClass::ContextLength => AttemptError::ContextLength,
+                crate::policy::FailureClass::ContentFilter => AttemptError::ContentFilter,
+                _ => AttemptError::Status,
+            },
             AttemptFailure::Refused(_) => AttemptError::RefusedAnswer,
             AttemptFailure::Other(_) => AttemptError::Other,
         }
@@ -160,6 +173,18 @@ pub struct AttemptRecord {
     pub status: u16,
     pub error: Option<AttemptError>,
     pub latency: Duration,
+}
+
+impl From<&AttemptRecord> for AttemptOutcome {
+    fn from(r: &AttemptRecord) -> Self {
+        AttemptOutcome {
+            provider: r.provider.clone(),
+            upstream_model: r.upstream_model.clone(),
+            status: r.status,
+            error: r.error.as_ref().map(|e| e.as_record()).unwrap_or_default(),
+            latency_ms: r.latency.as_millis() as u32,
+        }
+    }
 }
 
 /// What happened to the request, for settlement and logging.

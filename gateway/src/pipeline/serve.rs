@@ -27,10 +27,10 @@ use super::outcome::{Outcome, CLIENT_GONE};
 use super::stream::relay;
 use super::upstream::AttemptFailure;
 use crate::api_error::{ApiError, ApiFormat};
-use crate::catalog;
 use crate::config::ModelKind;
 use crate::plugins::bindings::{Attempt, Principal, TransformCtx};
 use crate::plugins::Stage;
+use crate::policy::{options, FailureClass};
 
 /// Parses a body for its API (the call's history, for Responses, is loaded here too).
 pub(super) enum Parse {
@@ -108,14 +108,55 @@ impl Request<'_> {
                 call.with_history(history)?
             }
         };
+        let mut call = call;
+        self.resolve_model(&mut call)?;
         self.check_kind(&call)?;
         Ok(call)
+    }
+
+    /// The model the client named, through the policy: an alias, `provider/model` (that model
+    /// at that provider only), and OpenRouter's routing options on chat requests (taken out of
+    /// the body that goes upstream).
+    fn resolve_model(&self, call: &mut Call) -> Result<(), ApiError> {
+        if call.format == ApiFormat::OpenaiChat
+            && options::may_have_options(&call.body, &call.summary.model)
+        {
+            let (model, opts, body) = options::parse(&call.summary.model, &call.body)?;
+            call.summary.model = model;
+            if let Some(body) = body {
+                call.body = Bytes::from(body);
+            }
+            call.options = opts;
+        }
+        let policy = &self.policy;
+        let name = call.summary.model.clone();
+        if !policy.models.contains_key(&name) {
+            if let Some(target) = policy.aliases.get(&name) {
+                call.summary.model = target.clone();
+            } else if let Some((provider, model)) = name.split_once('/') {
+                let model = policy.resolve(model);
+                let served = policy
+                    .models
+                    .get(model)
+                    .is_some_and(|routes| routes.iter().any(|r| r.provider == provider));
+                if served {
+                    call.summary.model = model.to_string();
+                    call.pinned = Some(provider.to_string());
+                }
+            }
+        }
+        if let Some(o) = &mut call.options {
+            for m in &mut o.fallback_models {
+                *m = policy.resolve(m).to_string();
+            }
+        }
+        Ok(())
     }
 
     /// A model used on the wrong API (an embedding model for chat, or the reverse) is refused
     /// before routing.
     fn check_kind(&self, call: &Call) -> Result<(), ApiError> {
-        let Some(info) = self.state.config.model_info.get(&call.summary.model) else {
+        let Some(info) = self.policy.model_info.get(&call.summary.model) else {
             return Ok(()); // unknown: routing says so
         };
         let model = &call.summary.model;
@@ -148,6 +189,7 @@ impl Request<'_> {
         let Plan {
             attempts,
             credentials,
+            rules,
             ..
         } = self.route_and_authorize(who, access, call).await?;
         let mut runner = CallAttempt {
@@ -156,8 +198,10 @@ impl Request<'_> {
             call,
             who,
             credentials: &credentials,
+            refused_context: None,
+            tried: Vec::new(),
         };
-        let result = run_attempts(&attempts, &mut runner).await?;
+        let result = run_attempts(&attempts, &mut runner, rules).await?;
         match result {
             Attempts::Answered {
                 index,
@@ -177,8 +221,7 @@ impl Request<'_> {
                 let outcome = Outcome {
                     status: answer.status,
                     provider: attempt.provider.clone(),
-                    price: catalog::route_price(
-                        &state.config,
+                    price: self.policy.route_price(
                         &summary.model,
                         &attempt.provider,
                         &attempt.upstream_model,
@@ -192,9 +235,10 @@ impl Request<'_> {
                 self.settle_and_log(who, summary, outcome, records).await;
             }
             Attempts::AllFailed { last, records } => {
+                self.trace_failed(&records);
                 // Every attempt failed before the client got a byte: tell it what the last
                 // provider said, in its format.
-                if let Some((index, AttemptFailure::Status(status, body))) = &last {
+                if let Some((index, AttemptFailure::Status(status, body, _))) = &last {
                     if let Some(translated) =
                         self.translate_error(who, call, &attempts[*index], *status, body)
                     {
@@ -216,6 +260,22 @@ impl Request<'_> {
             }
         }
         Ok(())
+    }
+
+    /// `x-tollgate-route` on an answer that no attempt gave (when the request is traced).
+    fn trace_failed(&self, records: &[super::outcome::AttemptRecord]) {
+        if !self.trace_header.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        let outcomes: Vec<_> = records
+            .iter()
+            .map(crate::plugins::bindings::AttemptOutcome::from)
+            .collect();
+        if let Some(trace) = self.finished_trace(&outcomes) {
+            let mut headers = self.extra_headers.lock();
+            headers.retain(|(k, _)| *k != ROUTE_HEADER);
+            headers.push((ROUTE_HEADER, trace.header()));
+        }
     }
 
     /// A provider's error answer in the client's format (through its transform plugin, then
@@ -282,7 +342,39 @@ struct CallAttempt<'r, 'a, 's> {
     who: &'r Principal,
     /// Per attempt: the org's own provider key (BYOK), or None for the provider's.
     credentials: &'r [Option<Credential>],
+    /// The context window of a route that said the prompt is too long (0: unknown): routes
+    /// no larger are skipped.
+    refused_context: Option<u64>,
+    /// The attempts so far, for the route trace header.
+    tried: Vec<crate::policy::trace::Tried>,
 }
+
+impl CallAttempt<'_, '_, '_> {
+    /// Sets `x-tollgate-route` (when the request is traced) for the attempt about to answer.
+    fn trace_header(&self, attempt: &Attempt, status: u16, latency: Duration) {
+        let req = self.req;
+        if !req.trace_header.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        let Some(mut trace) = req.trace.lock().clone() else {
+            return;
+        };
+        trace.attempts = self.tried.clone();
+        trace.attempts.push(crate::policy::trace::Tried {
+            provider: attempt.provider.clone(),
+            model: attempt.upstream_model.clone(),
+            status,
+            error: None,
+            latency_ms: latency.as_millis() as u64,
+        });
+        let mut headers = req.extra_headers.lock();
+        headers.retain(|(k, _)| *k != ROUTE_HEADER);
+        headers.push((ROUTE_HEADER, trace.header()));
+    }
+}
+
+/// The route trace response header.
+pub(super) const ROUTE_HEADER: &str = "x-tollgate-route";
 
 impl AttemptRunner for CallAttempt<'_, '_, '_> {
     async fn try_once(&mut self, index: usize, attempt: &Attempt) -> Result<Tried, ApiError> {
@@ -298,6 +390,17 @@ impl AttemptRunner for CallAttempt<'_, '_, '_> {
         let Some(how) = mode(call, config) else {
             return Ok(Tried::Skipped);
         };
+        let route = req.policy.find_route(
+            &call.summary.model,
+            &attempt.provider,
+            &attempt.upstream_model,
+        );
+        let context = route.and_then(|r| r.context_length);
+        if let (Some(refused), Some(context)) = (self.refused_context, context) {
+            if context <= refused {
+                return Ok(Tried::SkippedFor("context-length"));
+            }
+        }
         let stream = call.summary.stream;
         let transform = req.plugin(&provider.transform, Stage::Transform)?;
         let ctx = TransformCtx {
@@ -347,12 +450,14 @@ impl AttemptRunner for CallAttempt<'_, '_, '_> {
             )
             .await;
         let latency = sent.elapsed();
+        if let Ok(response) = &result {
+            self.trace_header(attempt, response.status, latency);
+        }
         let mut adapting = (how == Mode::Adapted).then(|| Adapting::new(call, self.who));
         let pricing = Pricing {
             who: self.who,
             provider: &attempt.provider,
-            price: catalog::route_price(
-                &state.config,
+            price: req.policy.route_price(
                 &call.summary.model,
                 &attempt.provider,
                 &attempt.upstream_model,
@@ -410,16 +515,25 @@ impl AttemptRunner for CallAttempt<'_, '_, '_> {
             }
             Err(failure) => {
                 let status = match &failure {
-                    AttemptFailure::Status(s, _) => *s,
+                    AttemptFailure::Status(s, ..) => *s,
                     _ => 0,
                 };
                 (status, Err(failure))
             }
         };
+        let health = &state.upstreams.health;
         Ok(match produced {
             Ok(answer) => {
                 state.metrics.upstream(&provider.name, "ok", latency);
-                state.upstreams.health.record(&provider.name, true, latency);
+                if answer.end.error().is_none() {
+                    health.success(
+                        &provider.name,
+                        &attempt.upstream_model,
+                        latency,
+                        answer.usage.output,
+                        sent.elapsed(),
+                    );
+                }
                 Tried::Answered {
                     status,
                     answer,
@@ -427,10 +541,29 @@ impl AttemptRunner for CallAttempt<'_, '_, '_> {
                 }
             }
             Err(failure) => {
-                state
-                    .upstreams
-                    .health
-                    .record(&provider.name, false, latency);
+                let retry_after = match &failure {
+                    AttemptFailure::Status(429, _, wait) => *wait,
+                    _ => None,
+                };
+                let class = failure.fallback_class();
+                // A prompt too long or a filtered one says nothing about the provider's health.
+                if !matches!(
+                    class,
+                    FailureClass::ContextLength | FailureClass::ContentFilter
+                ) {
+                    health.failure(&provider.name, &attempt.upstream_model, retry_after);
+                }
+                if class == FailureClass::ContextLength {
+                    self.refused_context =
+                        Some(context.unwrap_or(0).max(self.refused_context.unwrap_or(0)));
+                }
+                self.tried.push(crate::policy::trace::Tried {
+                    provider: attempt.provider.clone(),
+                    model: attempt.upstream_model.clone(),
+                    status,
+                    error: Some(super::outcome::AttemptError::from(&failure).as_record()),
+                    latency_ms: latency.as_millis() as u64,
+                });
                 state
                     .metrics
                     .upstream(&provider.name, failure.class(), latency);

@@ -124,6 +124,25 @@ impl Request<'_> {
         .await;
     }
 
+    /// The route trace with every attempt (None: the request was refused before routing).
+    pub(super) fn finished_trace(
+        &self,
+        attempts: &[AttemptOutcome],
+    ) -> Option<crate::policy::trace::RouteTrace> {
+        let mut trace = self.trace.lock().clone()?;
+        trace.attempts = attempts
+            .iter()
+            .map(|a| crate::policy::trace::Tried {
+                provider: a.provider.clone(),
+                model: a.upstream_model.clone(),
+                status: a.status,
+                error: (!a.error.is_empty()).then(|| a.error.clone()),
+                latency_ms: u64::from(a.latency_ms),
+            })
+            .collect();
+        Some(trace)
+    }
+
     /// The logging stage, then the usage record.
     #[allow(clippy::too_many_arguments)]
     async fn log(
@@ -143,16 +162,8 @@ impl Request<'_> {
         self.settle_rate(usage.input + usage.output);
         let latency_ms = self.started.elapsed().as_millis() as u32;
         let created_at = now_ms();
-        let attempt_records: Vec<AttemptOutcome> = records
-            .iter()
-            .map(|r| AttemptOutcome {
-                provider: r.provider.clone(),
-                upstream_model: r.upstream_model.clone(),
-                status: r.status,
-                error: r.error.as_ref().map(|e| e.as_record()).unwrap_or_default(),
-                latency_ms: r.latency.as_millis() as u32,
-            })
-            .collect();
+        let attempt_records: Vec<AttemptOutcome> =
+            records.iter().map(AttemptOutcome::from).collect();
         let record = RequestRecord {
             request_id: self.id.clone(),
             org_id: who.org_id.clone(),
@@ -210,6 +221,7 @@ impl Request<'_> {
             status: i64::from(status),
             stream: summary.stream,
             attempts: attempts.to_string(),
+            route: self.finished_trace(&attempt_records).map(|t| t.to_json()),
             client_ip: (decision.store_client_ip && !self.client_ip.is_empty())
                 .then(|| self.client_ip.clone()),
             created_at,

@@ -15,7 +15,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use parking_lot::Mutex;
 use pingora_core::connectors::http::Connector;
 use pingora_core::connectors::ConnectorOptions;
 use pingora_core::protocols::http::client::HttpSession;
@@ -33,9 +32,11 @@ pub enum AttemptFailure {
     Timeout,
     /// The body stopped arriving for longer than the stall bound.
     Stall,
-    /// The provider answered with a retryable status (429, 5xx); its body is kept so the client
-    /// can be told what the last provider said when every attempt fails.
-    Status(u16, Vec<u8>),
+    /// The provider answered with a status another provider may not (429, 5xx, and 4xx
+    /// answers that say the prompt is too long or was filtered); its body is kept so the client
+    /// can be told what the last provider said, and a 429's `Retry-After` so it can be waited
+    /// out.
+    Status(u16, Vec<u8>, Option<Duration>),
     /// The transform refused what the provider sent (e.g. an error event at the start of a
     /// stream): the error to give the client if no other provider answers.
     Refused(crate::api_error::ApiError),
@@ -54,6 +55,24 @@ impl AttemptFailure {
             AttemptFailure::Other(_) => "error",
         }
     }
+
+    /// The class a route's `fallback_on` is checked against.
+    pub fn fallback_class(&self) -> crate::policy::FailureClass {
+        use crate::policy::FailureClass;
+        match self {
+            AttemptFailure::Status(429, ..) => FailureClass::RateLimit,
+            AttemptFailure::Status(s, body, _) if *s < 500 => {
+                refusal_class(body).unwrap_or(FailureClass::ServerError)
+            }
+            AttemptFailure::Status(..) => FailureClass::ServerError,
+            AttemptFailure::Refused(e) if e.status == 429 => FailureClass::RateLimit,
+            AttemptFailure::Refused(_) => FailureClass::ServerError,
+            AttemptFailure::Connect(_)
+            | AttemptFailure::Timeout
+            | AttemptFailure::Stall
+            | AttemptFailure::Other(_) => FailureClass::Timeout,
+        }
+    }
 }
 
 /// A response whose header has been read; the body is read by the caller with
@@ -67,6 +86,8 @@ pub struct UpstreamResponse {
     deadline: Instant,
     stall: Duration,
     provider: String,
+    /// The body, when it was read to classify the answer.
+    prefetched: Option<Vec<u8>>,
 }
 
 /// Why reading a response body stopped early.
@@ -109,6 +130,9 @@ impl From<BodyError> for AttemptFailure {
 impl UpstreamResponse {
     /// The next piece of the body, `None` at its end.
     pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, BodyError> {
+        if let Some(body) = self.prefetched.take() {
+            return Ok(Some(Bytes::from(body)));
+        }
         let now = Instant::now();
         if now >= self.deadline {
             return Err(BodyError::Deadline);
@@ -129,6 +153,9 @@ impl UpstreamResponse {
 
     /// Reads the whole body, refusing more than `limit` bytes.
     pub async fn read_to_end(&mut self, limit: usize) -> Result<Vec<u8>, BodyError> {
+        if let Some(body) = self.prefetched.take() {
+            return Ok(body);
+        }
         let mut body = Vec::new();
         while let Some(chunk) = self.next_chunk().await? {
             if body.len() + chunk.len() > limit {
@@ -140,66 +167,11 @@ impl UpstreamResponse {
     }
 }
 
-struct HealthRecord {
-    consecutive_failures: u32,
-    last_failure: Instant,
-    /// Exponentially weighted latency in ms of successful attempts.
-    latency_ms: f64,
-}
-
-/// Providers that failed several times in a row recently are reported unhealthy (routing then
-/// tries them last), until a success or until the failures are old.
-#[derive(Default)]
-pub struct Health {
-    records: Mutex<HashMap<String, HealthRecord>>,
-}
-
-const UNHEALTHY_AFTER: u32 = 3;
-const FORGET_AFTER: Duration = Duration::from_secs(30);
-
-impl Health {
-    pub fn healthy(&self, provider: &str) -> bool {
-        self.records.lock().get(provider).is_none_or(|r| {
-            r.consecutive_failures < UNHEALTHY_AFTER || r.last_failure.elapsed() > FORGET_AFTER
-        })
-    }
-
-    pub fn latency_ms(&self, provider: &str) -> u32 {
-        self.records
-            .lock()
-            .get(provider)
-            .map_or(0, |r| r.latency_ms.round() as u32)
-    }
-
-    pub fn record(&self, provider: &str, ok: bool, latency: Duration) {
-        let mut records = self.records.lock();
-        let r = records
-            .entry(provider.to_string())
-            .or_insert_with(|| HealthRecord {
-                consecutive_failures: 0,
-                last_failure: Instant::now(),
-                latency_ms: 0.0,
-            });
-        if ok {
-            r.consecutive_failures = 0;
-            let ms = latency.as_secs_f64() * 1000.0;
-            r.latency_ms = if r.latency_ms == 0.0 {
-                ms
-            } else {
-                r.latency_ms * 0.8 + ms * 0.2
-            };
-        } else {
-            r.consecutive_failures += 1;
-            r.last_failure = Instant::now();
-        }
-    }
-}
-
 pub struct Upstreams {
     connectors: HashMap<String, Connector>,
     providers: HashMap<String, Provider>,
     pub limits: UpstreamLimits,
-    pub health: Health,
+    pub health: super::health::Health,
 }
 
 impl Upstreams {
@@ -218,7 +190,7 @@ impl Upstreams {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             limits: config.upstream,
-            health: Health::default(),
+            health: super::health::Health::default(),
         }
     }
 
@@ -325,10 +297,25 @@ impl Upstreams {
             deadline,
             stall: limits.stall,
             provider: provider.name.clone(),
+            prefetched: None,
         };
         if status == 429 || status >= 500 {
+            let retry_after = (status == 429).then(|| retry_after(&response)).flatten();
             let body = response.read_to_end(1 << 20).await.unwrap_or_default();
-            return Err(AttemptFailure::Status(status, body));
+            return Err(AttemptFailure::Status(status, body, retry_after));
+        }
+        if matches!(status, 400 | 403 | 413 | 422) && !response.is_event_stream {
+            // Read (bounded) to see whether the provider says the prompt is too long or was
+            // filtered: those may go to another provider. Anything else is the client's own
+            // mistake and is answered as is.
+            let body = response
+                .read_to_end(limits.max_body_bytes)
+                .await
+                .map_err(AttemptFailure::from)?;
+            if refusal_class(&body).is_some() {
+                return Err(AttemptFailure::Status(status, body, None));
+            }
+            response.prefetched = Some(body);
         }
         Ok(response)
     }
@@ -345,6 +332,44 @@ impl Upstreams {
         } else {
             session.shutdown().await;
         }
+    }
+}
+
+/// A 429's wait: `retry-after-ms` (OpenAI), else `retry-after` in seconds (an HTTP date is
+/// not waited for: it is treated as absent).
+fn retry_after(response: &UpstreamResponse) -> Option<Duration> {
+    let headers = &response.session.response_header()?.headers;
+    let get = |name: &str| headers.get(name)?.to_str().ok()?.trim().parse::<f64>().ok();
+    let secs = get("retry-after-ms")
+        .map(|ms| ms / 1000.0)
+        .or_else(|| get("retry-after"))?;
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(86_400.0)))
+}
+
+/// What a 4xx answer says, when it is something another provider may not say: the prompt is
+/// longer than the model's context, or the content was refused by the provider's filter.
+pub fn refusal_class(body: &[u8]) -> Option<crate::policy::FailureClass> {
+    use crate::policy::FailureClass;
+    let text = std::str::from_utf8(body).ok()?.to_ascii_lowercase();
+    const CONTEXT: [&str; 5] = [
+        "context_length_exceeded",
+        "maximum context length",
+        "prompt is too long",
+        "context window",
+        "too many tokens",
+    ];
+    const FILTER: [&str; 4] = [
+        "content_filter",
+        "content_policy_violation",
+        "content management policy",
+        "flagged by",
+    ];
+    if CONTEXT.iter().any(|p| text.contains(p)) {
+        Some(FailureClass::ContextLength)
+    } else if FILTER.iter().any(|p| text.contains(p)) {
+        Some(FailureClass::ContentFilter)
+    } else {
+        None
     }
 }
 

@@ -254,10 +254,11 @@ impl LoadedPlugin {
     fn with_instance<R: OutputSize>(
         &self,
         request_id: &str,
+        config: Option<&Arc<str>>,
         call: impl FnOnce(&StageInstance, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, PluginError> {
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
-        let result = self.call_inner(request_id, call);
+        let result = self.call_inner(request_id, config, call);
         if result.is_err() {
             self.stats.failures.fetch_add(1, Ordering::Relaxed);
         }
@@ -267,6 +268,7 @@ impl LoadedPlugin {
     fn call_inner<R: OutputSize>(
         &self,
         request_id: &str,
+        config: Option<&Arc<str>>,
         call: impl FnOnce(&StageInstance, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, PluginError> {
         let pooled = self.settings.instance_mode == InstanceMode::Pooled;
@@ -279,6 +281,19 @@ impl LoadedPlugin {
             data.request_id.clear();
             data.request_id.push_str(request_id);
             data.limiter.refused = false;
+            // The config this call sees: the caller's (a policy route's), else the policy's for
+            // this plugin, else the config file's. Set per call, so a reload needs no new
+            // instances.
+            let config = match config {
+                Some(c) => c.clone(),
+                None => self
+                    .shared
+                    .config_override(&self.name)
+                    .unwrap_or_else(|| self.settings.config_json.clone()),
+            };
+            if !Arc::ptr_eq(&data.config, &config) {
+                data.config = config;
+            }
         }
         warm.store
             .set_epoch_deadline(self.engine.deadline_ticks(self.settings.deadline));
@@ -350,7 +365,7 @@ impl LoadedPlugin {
                 },
             ));
         }
-        self.with_instance(request_id, call)
+        self.with_instance(request_id, None, call)
     }
 
     /// Auth stage.
@@ -373,7 +388,28 @@ impl LoadedPlugin {
         summary: &RequestSummary,
         candidates: &[Candidate],
     ) -> Result<Result<Vec<Attempt>, Reject>, PluginError> {
-        self.checked(Stage::Routing, request_id, |inst, store| match inst {
+        self.route_with(request_id, None, who, summary, candidates)
+    }
+
+    /// Routing stage, the plugin seeing `config` (a policy route's) instead of its own.
+    pub fn route_with(
+        &self,
+        request_id: &str,
+        config: Option<&Arc<str>>,
+        who: &Principal,
+        summary: &RequestSummary,
+        candidates: &[Candidate],
+    ) -> Result<Result<Vec<Attempt>, Reject>, PluginError> {
+        if self.version.stage != Stage::Routing {
+            return Err(PluginError::new(
+                &self.name,
+                Some(Stage::Routing),
+                PluginErrorKind::WrongStage {
+                    actual: self.version.stage,
+                },
+            ));
+        }
+        self.with_instance(request_id, config, |inst, store| match inst {
             StageInstance::Routing(p) => p
                 .tollgate_plugin_routing()
                 .call_route(store, who, summary, candidates),

@@ -68,6 +68,8 @@ impl moka::Expiry<String, KvEntry> for KvExpiry {
 /// State shared by every instance of every plugin: services, the kv store, counters.
 pub struct HostContext {
     pub services: Arc<dyn HostServices>,
+    /// Plugin config set by the live policy (`[plugins.NAME] config`), by plugin name.
+    config_overrides: arc_swap::ArcSwap<HashMap<String, Arc<str>>>,
     kv: moka::sync::Cache<String, KvEntry>,
     counters: Mutex<HashMap<(Arc<str>, String), i64>>,
 }
@@ -81,7 +83,22 @@ impl HostContext {
                 .expire_after(KvExpiry)
                 .build(),
             counters: Mutex::new(HashMap::new()),
+            config_overrides: Default::default(),
         }
+    }
+
+    /// The config the live policy sets for `plugin`, if it sets one.
+    pub fn config_override(&self, plugin: &str) -> Option<Arc<str>> {
+        let map = self.config_overrides.load();
+        if map.is_empty() {
+            return None;
+        }
+        map.get(plugin).cloned()
+    }
+
+    /// Replaces the policy's plugin configs (on every policy load).
+    pub fn set_config_overrides(&self, map: HashMap<String, Arc<str>>) {
+        self.config_overrides.store(Arc::new(map));
     }
 
     /// Snapshot of plugin counters: ((plugin, name), value).

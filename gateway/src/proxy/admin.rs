@@ -261,6 +261,35 @@ impl AdminApp {
                 let body = serde_json::to_vec(&list).unwrap_or_default();
                 reply(200, "application/json", body)
             }
+            "/admin/policy" | "/admin/policy/reload" if !authorized => unauthorized(),
+            "/admin/policy" => {
+                let body = serde_json::to_vec(&self.state.policy.status()).unwrap_or_default();
+                reply(200, "application/json", body)
+            }
+            "/admin/policy/reload" if session.req_header().method == http::Method::POST => {
+                // Re-reads the directory now (as SIGHUP does); 422 with the error when the
+                // files are invalid (the previous policy keeps serving).
+                let policy = self.state.policy.clone();
+                let outcome = tokio::task::spawn_blocking(move || policy.reload()).await;
+                let status = self.state.policy.status();
+                let (code, body) = match outcome {
+                    Ok(Ok(changed)) => (
+                        200,
+                        serde_json::json!({"reloaded": changed, "policy": status}),
+                    ),
+                    Ok(Err(e)) => (
+                        422,
+                        serde_json::json!({"error": {"message": e.to_string(),
+                        "type": "invalid_request_error", "file": e.file, "line": e.line, "field": e.field},
+                        "policy": status}),
+                    ),
+                    Err(e) => (
+                        500,
+                        serde_json::json!({"error": {"message": e.to_string(), "type": "server_error"}}),
+                    ),
+                };
+                reply(code, "application/json", body.to_string().into_bytes())
+            }
             p if p.starts_with("/admin/") => self.admin_api(session).await,
             _ => reply(
                 404,

@@ -127,10 +127,11 @@ impl Gateway {
             return request.respond_error(session, &e, "").await;
         }
         let config = &self.state.config;
+        let policy = self.state.policy.current();
         let body = match id {
-            None => Some(catalog::models_body(config)),
+            None => Some(catalog::models_body(config, &policy)),
             Some(raw) => catalog::percent_decode(raw)
-                .and_then(|id| catalog::model(config, &id))
+                .and_then(|id| catalog::model(config, &policy, &id))
                 .map(|m| m.to_string().into_bytes()),
         };
         match body {

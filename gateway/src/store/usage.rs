@@ -25,6 +25,9 @@ pub struct UsageEvent {
     pub stream: bool,
     /// JSON array of attempts: provider, model, status, error, latency.
     pub attempts: String,
+    /// The route trace (JSON: policy route, candidates offered and skipped with why, attempts).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
     pub client_ip: Option<String>,
     pub created_at: i64,
     /// The client API of the request: `openai-chat`, `anthropic-messages`, `openai-responses`,
@@ -74,6 +77,7 @@ pub(super) fn usage_from(row: &AnyRow) -> std::result::Result<UsageEvent, sqlx::
         status: row.try_get("status")?,
         stream: row.try_get::<i64, _>("stream")? != 0,
         attempts: row.try_get("attempts")?,
+        route: row.try_get("route")?,
         client_ip: row.try_get("client_ip")?,
         created_at: row.try_get("created_at")?,
         format: row.try_get("format")?,
@@ -88,9 +92,9 @@ pub(super) fn usage_from(row: &AnyRow) -> std::result::Result<UsageEvent, sqlx::
 const USAGE_COLUMNS: &str = "request_id, org_id, key_id, model, provider, input_tokens, \
     output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens, cost_micros, \
     latency_ms, status, stream, attempts, client_ip, created_at, format, estimated, expires_at, \
-    ip_expires_at";
+    ip_expires_at, route";
 /// Number of columns in [`USAGE_COLUMNS`] (parameters per inserted row).
-const USAGE_COLUMN_COUNT: usize = 21;
+const USAGE_COLUMN_COUNT: usize = 22;
 
 /// Takes a charge out of the org's unexpired grants, soonest-expiring first (never-expiring
 /// grants last), in the charge's transaction. What no grant covers is logged: the balance stops
@@ -217,7 +221,8 @@ impl Store {
                     .bind(&e.format)
                     .bind(i64::from(e.estimated))
                     .bind(e.expires_at)
-                    .bind(e.ip_expires_at);
+                    .bind(e.ip_expires_at)
+                    .bind(&e.route);
             }
             query
                 .execute(&mut *tx)

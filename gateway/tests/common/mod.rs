@@ -97,6 +97,7 @@ pub fn usage_event(request_id: &str, org: &str, key: &str, cost: i64) -> UsageEv
         status: 200,
         stream: true,
         attempts: "[]".into(),
+        route: None,
         client_ip: None,
         created_at: now_ms(),
         format: "openai-chat".into(),
