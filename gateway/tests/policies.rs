@@ -41,3 +41,13 @@ fn every_example_policy_loads_and_names_real_plugins() {
     // The built-in defaults are held to the same rule.
     Config::load(None).unwrap();
 }
+
+#[test]
+fn the_shipped_policy_directory_checks_against_the_defaults() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let config = Config::load(None).unwrap();
+    let policy = tollgate::policy::file::load_dir(&root.join("policies"), &config, None)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(policy.files.iter().any(|f| f.ends_with("default.toml")));
+    assert_eq!(policy.models.len(), config.models.len());
+}
