@@ -51,3 +51,25 @@ fn the_shipped_policy_directory_checks_against_the_defaults() {
     assert!(policy.files.iter().any(|f| f.ends_with("default.toml")));
     assert_eq!(policy.models.len(), config.models.len());
 }
+
+#[test]
+fn the_example_policies_check_and_name_plugins_the_project_builds() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let config = Config::load(None).unwrap();
+    let examples = root.join("policies").join("examples");
+    let policy = tollgate::policy::file::load_dir(&examples, &config, None)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(policy.rules.len(), 2, "one route per example file");
+    for rule in &policy.rules {
+        let plugin = &rule
+            .routing
+            .as_ref()
+            .expect("each example names its router")
+            .plugin;
+        assert!(
+            examples.join(plugin).join("Cargo.toml").is_file(),
+            "{} names plugin '{plugin}', which policies/examples/ does not build",
+            rule.source
+        );
+    }
+}

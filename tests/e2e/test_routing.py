@@ -33,6 +33,7 @@ def rg(request, tmp_path_factory, test_ca, plugin_cache):
     m = {
         "ok_a": MockProvider("openai"), "ok_b": MockProvider("openai"), "ok_c": MockProvider("openai"),
         "r429": MockProvider("openai", "status:429"), "r429ra": MockProvider("openai", "status:429:1"),
+        "r429ra2": MockProvider("openai", "status:429:1"),
         "r429long": MockProvider("openai", "status:429:60"),
         "r500": MockProvider("openai", "status:500"), "r500b": MockProvider("openai", "status:500"),
         "r500c": MockProvider("openai", "status:500"), "errs": MockProvider("openai", "status:500"),
@@ -61,7 +62,7 @@ auth = "{'x-api-key' if mock.flavour == 'anthropic' else 'bearer'}"
         return model(name, [(p, 1, "") for p in providers])
 
     models = (
-        simple("m-429", ["r429", "ok_a"]) + simple("m-429ra", ["r429ra", "ok_a"])
+        simple("m-429", ["r429", "ok_a"]) + simple("m-429ra", ["r429ra", "ok_a"]) + simple("m-429ra-only", ["r429ra2"])
         + simple("m-429long", ["r429long", "ok_a"]) + simple("m-500", ["r500", "ok_a"])
         + simple("m-slow", ["slow", "ok_a"]) + simple("m-stall", ["stall", "ok_a"])
         + model("m-ctx", [("ctx", 1, ", context_length = 8192"), ("ok_b", 1, ", context_length = 4096"),
@@ -167,14 +168,28 @@ def test_429_without_retry_after_moves_on(rg):
     assert (served_by(rg, "r429", before), served_by(rg, "ok_a", before)) == (1, 1)
 
 
-def test_429_with_a_short_retry_after_is_waited_out_once(rg):
+def test_429_with_retry_after_moves_on_at_once_and_cools_the_provider_down(rg):
     before = counts(rg)
     t = time.monotonic()
     r = chat(rg, "m-429ra")
     assert r.http_response.status_code == 200
+    assert time.monotonic() - t < 0.9, "another provider was left: no wait"
+    assert (served_by(rg, "r429ra", before), served_by(rg, "ok_a", before)) == (1, 1)
+    # Retry-After: 1 honoured for the requests that follow: not tried while cooling down
+    chat(rg, "m-429ra")
+    assert (served_by(rg, "r429ra", before), served_by(rg, "ok_a", before)) == (1, 2)
+    e = record(rg, chat(rg, "m-429ra").headers["x-request-id"])
+    assert any(s["reason"] == "cooling-down" for s in json.loads(e["route"])["skipped"]), e["route"]
+
+
+def test_429_on_the_last_provider_waits_out_a_short_retry_after_once(rg):
+    time.sleep(1.1)  # past the cooldown of the test before
+    before = counts(rg)
+    t = time.monotonic()
+    with pytest.raises(openai.RateLimitError):
+        client(rg).chat.completions.create(model="m-429ra-only", messages=MESSAGES)
     assert time.monotonic() - t >= 1.0, "Retry-After: 1 was waited out"
-    # tried twice (the wait, then the retry), then the next provider
-    assert (served_by(rg, "r429ra", before), served_by(rg, "ok_a", before)) == (2, 1)
+    assert served_by(rg, "r429ra2", before) == 2, "tried, waited, tried once more"
 
 
 def test_429_with_a_long_retry_after_is_not_waited_and_a_policy_can_refuse_fallback(rg):

@@ -4,9 +4,10 @@
 //! its first byte moves on to the next when the policy route's `fallback_on` names its class
 //! (rate-limit: 429; server-error: 5xx or a stream refused before its first event; timeout:
 //! connect, first byte, stall, the whole attempt; context-length and content-filter: a 4xx
-//! saying so). Any other answer — the client's own 4xx — goes to the client as is. A 429 whose
-//! `Retry-After` is within the route's `retry_after_max_ms` is waited out and retried once on
-//! the same provider. A refusal by `transform.request` ends the loop: the request itself is
+//! saying so). Any other answer — the client's own 4xx — goes to the client as is. A 429 moves
+//! on at once while another candidate is left (the provider cools down for its `Retry-After`,
+//! see `health.rs`); on the last candidate, a `Retry-After` within the route's
+//! `retry_after_max_ms` is waited out and the provider tried once more. A refusal by `transform.request` ends the loop: the request itself is
 //! bad for that provider, which another provider does not fix.
 //!
 //! [`run_attempts`] is the loop alone, over an [`AttemptRunner`] that performs one attempt
@@ -120,9 +121,10 @@ pub async fn run_attempts<R: AttemptRunner>(
             } => {
                 records.push(record(status, Some(AttemptError::from(&failure)), latency));
                 let class = failure.fallback_class();
+                let last_one = index + 1 == attempts.len();
                 if let AttemptFailure::Status(429, _, Some(wait)) = &failure {
-                    if !retried && *wait <= rules.retry_after_max {
-                        // The provider said when: wait once, on this provider.
+                    if last_one && !retried && *wait <= rules.retry_after_max {
+                        // Nothing else to try, and the provider said when: wait once.
                         retried = true;
                         tokio::time::sleep(*wait).await;
                         continue;
@@ -223,6 +225,20 @@ mod tests {
                     failure: AttemptFailure::Timeout,
                     latency,
                 },
+                "429ra" => Tried::Failed {
+                    status: 429,
+                    failure: AttemptFailure::Status(
+                        429,
+                        b"{}".to_vec(),
+                        Some(Duration::from_secs(1)),
+                    ),
+                    latency,
+                },
+                "500" => Tried::Failed {
+                    status: 500,
+                    failure: AttemptFailure::Status(500, b"{}".to_vec(), None),
+                    latency,
+                },
                 "refuse" => return Err(ApiError::bad_request("bad for this provider")),
                 _ => Tried::Skipped,
             })
@@ -230,14 +246,66 @@ mod tests {
     }
 
     fn run(names: &[&str]) -> (Result<Attempts, ApiError>, Vec<String>) {
+        run_with(names, LoopRules::default())
+    }
+
+    fn run_with(names: &[&str], rules: LoopRules) -> (Result<Attempts, ApiError>, Vec<String>) {
         let attempts: Vec<Attempt> = names.iter().map(|n| attempt(n)).collect();
         let mut runner = Scripted { tried: vec![] };
+        // A paused clock: waits (Retry-After) take no real time.
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
+            .start_paused(true)
             .build()
             .expect("runtime");
-        let out = rt.block_on(run_attempts(&attempts, &mut runner, LoopRules::default()));
+        let out = rt.block_on(run_attempts(&attempts, &mut runner, rules));
         (out, runner.tried)
+    }
+
+    #[test]
+    fn a_429_moves_on_unless_it_is_the_last_candidate() {
+        let (_, tried) = run(&["429ra", "ok"]);
+        assert_eq!(
+            tried,
+            ["429ra", "ok"],
+            "another candidate: no wait, no retry"
+        );
+        let (out, tried) = run(&["500", "429ra"]);
+        assert_eq!(
+            tried,
+            ["500", "429ra", "429ra"],
+            "the last one: waited out once"
+        );
+        let Ok(Attempts::AllFailed { records, .. }) = out else {
+            panic!("expected all failed")
+        };
+        assert_eq!(records.len(), 3);
+        let short = LoopRules {
+            retry_after_max: Duration::from_millis(500),
+            ..LoopRules::default()
+        };
+        let (_, tried) = run_with(&["429ra"], short);
+        assert_eq!(tried, ["429ra"], "Retry-After over the cap: not waited");
+    }
+
+    #[test]
+    fn a_class_the_route_does_not_fall_back_on_ends_the_loop() {
+        use crate::policy::FailureClass;
+        let rules = LoopRules {
+            fallback: Fallback::of(&[FailureClass::Timeout]),
+            ..LoopRules::default()
+        };
+        let (out, tried) = run_with(&["500", "ok"], rules);
+        assert_eq!(tried, ["500"]);
+        let Ok(Attempts::AllFailed {
+            last: Some((0, f)), ..
+        }) = out
+        else {
+            panic!("expected the 500 to end it")
+        };
+        assert_eq!(failure_error(Some(&f)).status, 500);
+        let (_, tried) = run_with(&["timeout", "ok"], rules);
+        assert_eq!(tried, ["timeout", "ok"]);
     }
 
     #[test]

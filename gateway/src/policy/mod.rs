@@ -8,6 +8,7 @@
 //! strategy.rs  ordering candidates: ordered, weighted, cheapest, fastest, least errors
 //! options.rs   OpenRouter request options (`models`, `provider`, `:nitro`, `:floor`)
 //! trace.rs     the route trace: every candidate, chosen or skipped and why, and each attempt
+//! simulate.rs  a dry run of a candidate policy over recorded usage (`tollgate policy simulate`)
 //! ```
 //!
 //! The policy holds what operators change without a restart: models and aliases (over the config
@@ -25,6 +26,7 @@ use crate::config::{Config, ModelInfo, Route};
 pub mod file;
 pub mod live;
 pub mod options;
+pub mod simulate;
 pub mod strategy;
 pub mod trace;
 
@@ -123,8 +125,8 @@ pub struct Rule {
     pub max_attempts: Option<usize>,
     /// Per-attempt bound in ms (0: the gateway's `[limits]`).
     pub timeout_ms: u32,
-    /// A 429 whose `Retry-After` is at most this is retried on the same provider after waiting;
-    /// longer (or absent) moves on.
+    /// On the last candidate, a 429 whose `Retry-After` is at most this is waited out and the
+    /// provider tried once more (with candidates left, a 429 moves on at once).
     pub retry_after_max: Duration,
     pub fallback: Fallback,
     /// Route traces for every request this route serves.

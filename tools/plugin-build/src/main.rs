@@ -1,7 +1,7 @@
 //! `plugin-build`: builds every plugin crate into a WebAssembly component the gateway can load.
 //!
 //! ```text
-//! cargo run -p plugin-build --release            # plugins/ -> target/plugins/, test-plugins/ -> target/test-plugins/
+//! cargo run -p plugin-build --release            # plugins/ and policies/examples/ -> target/plugins/, test-plugins/ -> target/test-plugins/
 //! cargo run -p plugin-build --release -- --force # rebuild even when nothing changed
 //! ```
 //!
@@ -37,6 +37,11 @@ const GROUPS: &[Group] = &[
     Group {
         crates_dir: "test-plugins",
         out_dir: "target/test-plugins",
+    },
+    // The worked routing examples of the policy docs: loaded like built-in plugins.
+    Group {
+        crates_dir: "policies/examples",
+        out_dir: "target/plugins",
     },
 ];
 
