@@ -158,14 +158,14 @@ fn bench(c: &mut Criterion) {
     g.bench_function("billing.authorize", |b| {
         b.iter(|| {
             billing
-                .authorize("req", &who, &summary, "openai", price)
+                .authorize("req", None, &who, &summary, "openai", price)
                 .expect("call")
         })
     });
     g.bench_function("billing.settle", |b| {
         b.iter(|| {
             billing
-                .settle("req", &who, "openai", price, usage, false)
+                .settle("req", None, &who, "openai", price, usage, false)
                 .expect("call")
         })
     });

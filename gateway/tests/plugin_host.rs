@@ -197,7 +197,7 @@ fn each_stage_world_loads_and_answers_with_real_data() {
 
     let billing = reg.get_stage("trivial-billing", Stage::Billing).unwrap();
     billing
-        .authorize("r", &who, &summary(), "a", price())
+        .authorize("r", None, &who, &summary(), "a", price())
         .unwrap()
         .unwrap();
     let usage = Usage {
@@ -210,14 +210,14 @@ fn each_stage_world_loads_and_answers_with_real_data() {
     // 1000 * 1 + 500 * 2 micro-USD
     assert_eq!(
         billing
-            .settle("r", &who, "a", price(), usage, false)
+            .settle("r", None, &who, "a", price(), usage, false)
             .unwrap()
             .amount_micros,
         2000
     );
     assert_eq!(
         billing
-            .settle("r", &who, "a", price(), usage, true)
+            .settle("r", None, &who, "a", price(), usage, true)
             .unwrap()
             .amount_micros,
         0

@@ -13,6 +13,7 @@ import threading
 import time
 import urllib.request
 
+import openai
 import pytest
 
 from conftest import BINARY, Gateway, require_db, with_orgs
@@ -156,6 +157,50 @@ def test_plugin_config_in_the_policy_reloads(hot):
     finally:
         g.a.behaviour = "ok"
         write(g.pdir / "routes.toml", policy(["a"]))
+
+
+def test_retention_ceiling_and_output_cap_from_the_policy(hot):
+    g = hot
+    write(g.pdir / "routes.toml", policy(["a"]) + "max_output_tokens = 50\n"
+          + f'\n[[retention]]\norgs = ["{g.org}"]\nmode = "zero"\n')
+    assert wait_for(lambda: admin_policy(g)["digest"] and _zero_applies(g))
+    # zero: no usage row for the org's requests (the org's own mode is metadata-only)
+    r = client(g).chat.completions.with_raw_response.create(model="hot", messages=MESSAGES)
+    rid = r.headers["x-request-id"]
+    time.sleep(0.5)
+    assert not [e for e in g.usage() if e["request_id"] == rid]
+    with pytest.raises(openai.BadRequestError) as e:
+        client(g).chat.completions.create(model="hot", messages=MESSAGES, max_tokens=100)
+    assert e.value.param == "max_tokens" and "'main'" in e.value.message
+    write(g.pdir / "routes.toml", policy(["a"]))
+    assert wait_for(lambda: not _zero_applies(g))
+    r = client(g).chat.completions.with_raw_response.create(model="hot", messages=MESSAGES, max_tokens=100)
+    rid = r.headers["x-request-id"]
+    assert wait_for(lambda: any(e["request_id"] == rid for e in g.usage())), "recorded again"
+
+
+def test_a_route_names_its_billing_plugin_and_config(hot):
+    g = hot
+    # billing-credits holds `default_output_tokens` for a request without max_tokens: at
+    # 1 USD per million tokens, 10^10 tokens is more than the org's 10 USD.
+    write(g.pdir / "routes.toml", policy(["a"])
+          + 'billing = { plugin = "billing-credits", config = { default_output_tokens = 10000000000 } }\n')
+    assert wait_for(lambda: admin_policy(g)["routes"][0]["billing_plugin"] == "billing-credits")
+    with pytest.raises(openai.APIStatusError) as e:
+        client(g).chat.completions.create(model="hot", messages=MESSAGES)
+    assert e.value.status_code == 402
+    client(g).chat.completions.create(model="hot", messages=MESSAGES, max_tokens=10)  # a small hold fits
+    write(g.pdir / "routes.toml", policy(["a"]))
+    assert wait_for(lambda: admin_policy(g)["routes"][0]["billing_plugin"] is None)
+    client(g).chat.completions.create(model="hot", messages=MESSAGES)
+
+
+def _zero_applies(g):
+    """Whether a request of the org is left unrecorded now (the policy's ceiling is live)."""
+    r = client(g).chat.completions.with_raw_response.create(model="hot", messages=MESSAGES)
+    rid = r.headers["x-request-id"]
+    time.sleep(0.3)
+    return not any(e["request_id"] == rid for e in g.usage())
 
 
 def _served(g):

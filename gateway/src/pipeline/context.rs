@@ -37,6 +37,8 @@ pub struct Request<'a> {
     pub(super) policy: Arc<crate::policy::Policy>,
     /// The route trace (set by routing; attempts added as they happen).
     pub(super) trace: parking_lot::Mutex<Option<crate::policy::trace::RouteTrace>>,
+    /// The billing plugin (and config) of the request's policy route, set by routing.
+    pub(super) billing: std::sync::OnceLock<Option<crate::policy::PluginChoice>>,
     /// Whether the trace goes back in `x-tollgate-route`.
     pub(super) trace_header: std::sync::atomic::AtomicBool,
 }
@@ -62,6 +64,7 @@ impl<'a> Request<'a> {
             policy: state.policy.current(),
             trace: Default::default(),
             trace_header: Default::default(),
+            billing: Default::default(),
         }
     }
 
@@ -69,6 +72,15 @@ impl<'a> Request<'a> {
     pub fn with_format(mut self, format: ApiFormat) -> Self {
         self.format = format;
         self
+    }
+
+    /// The billing plugin for this request (its policy route's, else `[stages] billing`) and
+    /// the config it sees (None: its own).
+    pub(super) fn billing_plugin(&self) -> (&str, Option<&Arc<str>>) {
+        match self.billing.get().and_then(Option::as_ref) {
+            Some(choice) => (choice.plugin.as_str(), Some(&choice.config)),
+            None => (self.state.config.billing_plugin.as_str(), None),
+        }
     }
 
     pub(super) fn plugin(&self, name: &str, stage: Stage) -> Result<Arc<LoadedPlugin>, ApiError> {

@@ -37,6 +37,11 @@ impl Request<'_> {
     /// `retain-all` starts capturing its content.
     pub(super) fn begin_retention(&self, access: &Access, body: &Bytes) {
         let policy = Policy::of(access.org.as_deref(), access.key.as_deref());
+        let policy = self.policy.retention_ceiling(
+            policy,
+            access.org.as_ref().map_or("", |o| o.id.as_str()),
+            access.key.as_ref().map_or("", |k| k.id.as_str()),
+        );
         let _ = self.retention.set(policy);
         if policy.mode.sees_content() {
             let mut capture = Capture::new(self.state.config.retention.max_content_bytes);
@@ -56,7 +61,11 @@ impl Request<'_> {
             .stored_key
             .get()
             .filter(|k| k.id == who.key_id && k.org_id == who.org_id);
-        Policy::of(org.as_deref(), key.map(|k| &**k))
+        self.policy.retention_ceiling(
+            Policy::of(org.as_deref(), key.map(|k| &**k)),
+            &who.org_id,
+            &who.key_id,
+        )
     }
 
     /// The retention mode the request runs under (`metadata-only` before it is known).

@@ -346,10 +346,20 @@ impl Request<'_> {
             source: rule.source.clone(),
             ..RouteTrace::default()
         };
+        if let Some(max) = rule.max_output_tokens {
+            if summary.max_tokens.is_some_and(|n| u64::from(n) > max) {
+                return Err(ApiError::bad_request(format!(
+                    "max_tokens: at most {max} output tokens may be asked for on this route ('{}').",
+                    rule.name
+                ))
+                .with_param("max_tokens"));
+            }
+        }
         if rule.trace || self.policy.traced(&who.org_id, key_id) {
             self.trace_header
                 .store(true, std::sync::atomic::Ordering::Relaxed);
         }
+        let _ = self.billing.set(rule.billing.clone());
         let candidates = self.candidates(access, call, &rule, &mut trace);
         trace.offered = candidates.iter().map(|c| c.provider.clone()).collect();
         let result = self
@@ -501,12 +511,20 @@ impl Request<'_> {
             .prefetch_balance(&who.org_id)
             .await
             .map_err(|e| ApiError::internal(format!("balance lookup failed: {e}")))?;
-        let billing = self.plugin(&state.config.billing_plugin, Stage::Billing)?;
+        let (billing_name, billing_config) = self.billing_plugin();
+        let billing = self.plugin(billing_name, Stage::Billing)?;
         let price = self
             .policy
             .route_price(&summary.model, &first.provider, &first.upstream_model);
         let authorization = self.stage_result(self.timed(Stage::Billing, || {
-            billing.authorize(&self.id, who, summary, &first.provider, price)
+            billing.authorize(
+                &self.id,
+                billing_config,
+                who,
+                summary,
+                &first.provider,
+                price,
+            )
         }))?;
         // Served only with the org's own keys: only the BYOK fee can be charged.
         let hold = if plan.all_byok() {

@@ -79,11 +79,10 @@ impl Request<'_> {
         usage: Usage,
         byok: bool,
     ) -> Option<Charge> {
-        let billing = self
-            .plugin(&self.state.config.billing_plugin, Stage::Billing)
-            .ok()?;
+        let (name, config) = self.billing_plugin();
+        let billing = self.plugin(name, Stage::Billing).ok()?;
         let settled = self.timed(Stage::Billing, || {
-            billing.settle(&self.id, who, provider, price, usage, false)
+            billing.settle(&self.id, config, who, provider, price, usage, false)
         });
         let charge = match settled {
             Ok(c) => c,

@@ -356,6 +356,17 @@ impl LoadedPlugin {
         request_id: &str,
         call: impl FnOnce(&StageInstance, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, PluginError> {
+        self.checked_with(expected, request_id, None, call)
+    }
+
+    /// [`Self::checked`], the call seeing `config` instead of the plugin's own when given.
+    fn checked_with<R: OutputSize>(
+        &self,
+        expected: Stage,
+        request_id: &str,
+        config: Option<&Arc<str>>,
+        call: impl FnOnce(&StageInstance, &mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> Result<R, PluginError> {
         if self.version.stage != expected {
             return Err(PluginError::new(
                 &self.name,
@@ -365,7 +376,7 @@ impl LoadedPlugin {
                 },
             ));
         }
-        self.with_instance(request_id, None, call)
+        self.with_instance(request_id, config, call)
     }
 
     /// Auth stage.
@@ -400,21 +411,17 @@ impl LoadedPlugin {
         summary: &RequestSummary,
         candidates: &[Candidate],
     ) -> Result<Result<Vec<Attempt>, Reject>, PluginError> {
-        if self.version.stage != Stage::Routing {
-            return Err(PluginError::new(
-                &self.name,
-                Some(Stage::Routing),
-                PluginErrorKind::WrongStage {
-                    actual: self.version.stage,
-                },
-            ));
-        }
-        self.with_instance(request_id, config, |inst, store| match inst {
-            StageInstance::Routing(p) => p
-                .tollgate_plugin_routing()
-                .call_route(store, who, summary, candidates),
-            _ => Err(self.wrong_stage()),
-        })
+        self.checked_with(
+            Stage::Routing,
+            request_id,
+            config,
+            |inst, store| match inst {
+                StageInstance::Routing(p) => p
+                    .tollgate_plugin_routing()
+                    .call_route(store, who, summary, candidates),
+                _ => Err(self.wrong_stage()),
+            },
+        )
     }
 
     /// Transform stage: client request -> upstream request.
@@ -480,38 +487,52 @@ impl LoadedPlugin {
     }
 
     /// Billing stage: may the request proceed?
+    /// `config`: the config this call sees instead of the plugin's own (a policy route's).
     pub fn authorize(
         &self,
         request_id: &str,
+        config: Option<&Arc<str>>,
         who: &Principal,
         summary: &RequestSummary,
         provider: &str,
         price: Price,
     ) -> Result<Result<Authorization, Reject>, PluginError> {
-        self.checked(Stage::Billing, request_id, |inst, store| match inst {
-            StageInstance::Billing(p) => p
-                .tollgate_plugin_billing()
-                .call_authorize(store, who, summary, provider, price),
-            _ => Err(self.wrong_stage()),
-        })
+        self.checked_with(
+            Stage::Billing,
+            request_id,
+            config,
+            |inst, store| match inst {
+                StageInstance::Billing(p) => p
+                    .tollgate_plugin_billing()
+                    .call_authorize(store, who, summary, provider, price),
+                _ => Err(self.wrong_stage()),
+            },
+        )
     }
 
     /// Billing stage: the charge for a finished request.
+    #[allow(clippy::too_many_arguments)]
     pub fn settle(
         &self,
         request_id: &str,
+        config: Option<&Arc<str>>,
         who: &Principal,
         provider: &str,
         price: Price,
         usage: Usage,
         byok: bool,
     ) -> Result<Charge, PluginError> {
-        self.checked(Stage::Billing, request_id, |inst, store| match inst {
-            StageInstance::Billing(p) => p
-                .tollgate_plugin_billing()
-                .call_settle(store, who, provider, price, usage, byok),
-            _ => Err(self.wrong_stage()),
-        })
+        self.checked_with(
+            Stage::Billing,
+            request_id,
+            config,
+            |inst, store| match inst {
+                StageInstance::Billing(p) => p
+                    .tollgate_plugin_billing()
+                    .call_settle(store, who, provider, price, usage, byok),
+                _ => Err(self.wrong_stage()),
+            },
+        )
     }
 
     /// Logging stage: what may be stored of a finished request, and the content the plugin

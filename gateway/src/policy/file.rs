@@ -17,17 +17,23 @@
 //! strategy = "weighted"                # ordered | weighted | cheapest | fastest | least-errors
 //! weights = { openai = 3, backup = 1 }
 //! max_attempts = 2
+//! max_output_tokens = 4096             # requests asking for more are refused (400)
 //! timeout_ms = 20000
 //! retry_after_max_ms = 2000
 //! fallback_on = ["rate-limit", "server-error", "timeout", "context-length"]
 //! trace = true
 //! routing = { plugin = "route-policy", config = { sort = "price" } }
+//! billing = { plugin = "billing-credits", config = { default_output_tokens = 1024 } }
 //!
 //! [plugins.route-policy]               # a plugin's config, reloaded with the policy
 //! config = { max_attempts = 3 }
 //!
 //! [trace]                              # route traces for these orgs / keys (or all)
 //! keys = ["key_abc"]
+//!
+//! [[retention]]                        # a ceiling: an org's own choice made stricter, never looser
+//! orgs = ["org_abc"]
+//! mode = "zero"                        # and/or days = 7
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
@@ -62,6 +68,18 @@ struct PolicyFile {
     routes: Vec<Spanned<RouteEntry>>,
     plugins: BTreeMap<String, Spanned<PluginEntry>>,
     trace: Option<TraceEntry>,
+    retention: Vec<Spanned<RetentionEntry>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetentionEntry {
+    #[serde(default)]
+    orgs: Vec<String>,
+    #[serde(default)]
+    keys: Vec<String>,
+    mode: Option<Spanned<String>>,
+    days: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -79,12 +97,14 @@ struct RouteEntry {
     #[serde(default)]
     weights: BTreeMap<String, Spanned<u32>>,
     max_attempts: Option<Spanned<u32>>,
+    max_output_tokens: Option<Spanned<u64>>,
     timeout_ms: Option<u32>,
     retry_after_max_ms: Option<u64>,
     fallback_on: Option<Vec<Spanned<String>>>,
     #[serde(default)]
     trace: bool,
     routing: Option<Spanned<PluginEntry>>,
+    billing: Option<Spanned<PluginEntry>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -239,6 +259,49 @@ pub fn compile(
             let config = plugin_config(&src, &entry, &field)?;
             policy.plugin_config.insert(plugin, config);
         }
+        for spanned in file.retention {
+            let r = spanned.get_ref();
+            let mode = match &r.mode {
+                None => None,
+                Some(m) => Some(
+                    crate::retention::RetentionMode::parse(m.get_ref()).ok_or_else(|| {
+                        src.err(
+                            m,
+                            "retention.mode",
+                            format!(
+                                "'{}' is not one of retain-all, metadata-only, zero",
+                                m.get_ref()
+                            ),
+                        )
+                    })?,
+                ),
+            };
+            let days = match &r.days {
+                Some(d) if !(0..=crate::retention::MAX_RETENTION_DAYS).contains(d.get_ref()) => {
+                    return Err(src.err(
+                        d,
+                        "retention.days",
+                        format!(
+                            "{} is not between 0 and {}",
+                            d.get_ref(),
+                            crate::retention::MAX_RETENTION_DAYS
+                        ),
+                    ))
+                }
+                Some(d) => Some(*d.get_ref()),
+                None => None,
+            };
+            if mode.is_none() && days.is_none() {
+                return Err(src.err(&spanned, "retention", "needs `mode` or `days`"));
+            }
+            policy.retention.push(super::RetentionRule {
+                source: format!("{}:{}", src.name, src.line(spanned.span().start)),
+                orgs: r.orgs.clone(),
+                keys: r.keys.clone(),
+                mode,
+                days,
+            });
+        }
         if let Some(t) = file.trace {
             policy.trace.all |= t.all;
             policy.trace.orgs.extend(t.orgs);
@@ -374,6 +437,13 @@ fn route(
             "strategy 'weighted' needs at least one weight above 0",
         ));
     }
+    let max_output_tokens = match &r.max_output_tokens {
+        Some(n) if *n.get_ref() == 0 => {
+            return Err(src.err(n, field("max_output_tokens"), "must be at least 1"))
+        }
+        Some(n) => Some(*n.get_ref()),
+        None => None,
+    };
     let max_attempts = match &r.max_attempts {
         Some(n) if *n.get_ref() == 0 => {
             return Err(src.err(n, field("max_attempts"), "must be at least 1"))
@@ -396,29 +466,31 @@ fn route(
             Fallback::of(&classes)
         }
     };
-    let routing = match &r.routing {
-        None => None,
-        Some(entry) => {
-            let Some(plugin) = entry.get_ref().plugin.clone() else {
-                return Err(src.err(entry, field("routing"), "needs `plugin = \"NAME\"`"));
-            };
-            if let Some(exists) = plugin_exists {
-                if !exists(&plugin) {
-                    return Err(src.err(
-                        entry,
-                        field("routing.plugin"),
-                        format!(
-                        "routing plugin '{plugin}' is not loaded (is it in the plugin directory?)"
+    let choice = |entry: &Option<Spanned<PluginEntry>>,
+                  stage: &str|
+     -> Result<Option<PluginChoice>, PolicyError> {
+        let Some(entry) = entry else { return Ok(None) };
+        let Some(plugin) = entry.get_ref().plugin.clone() else {
+            return Err(src.err(entry, field(stage), "needs `plugin = \"NAME\"`"));
+        };
+        if let Some(exists) = plugin_exists {
+            if !exists(&plugin) {
+                return Err(src.err(
+                    entry,
+                    field(&format!("{stage}.plugin")),
+                    format!(
+                        "{stage} plugin '{plugin}' is not loaded (is it in the plugin directory?)"
                     ),
-                    ));
-                }
+                ));
             }
-            Some(PluginChoice {
-                config: plugin_config(src, entry, &field("routing"))?,
-                plugin,
-            })
         }
+        Ok(Some(PluginChoice {
+            config: plugin_config(src, entry, &field(stage))?,
+            plugin,
+        }))
     };
+    let routing = choice(&r.routing, "routing")?;
+    let billing = choice(&r.billing, "billing")?;
     Ok(Rule {
         source: format!("{}:{}", src.name, src.line(spanned.span().start)),
         name,
@@ -429,6 +501,7 @@ fn route(
         strategy,
         weights,
         max_attempts,
+        max_output_tokens,
         timeout_ms: r.timeout_ms.unwrap_or(0),
         retry_after_max: Duration::from_millis(
             r.retry_after_max_ms
@@ -437,6 +510,7 @@ fn route(
         fallback,
         trace: r.trace,
         routing,
+        billing,
     })
 }
 
@@ -547,6 +621,46 @@ keys = ["key_1"]
             e.to_string(),
             "p.toml:4: routes.name: route 'r' is already defined at p.toml:1"
         );
+    }
+
+    #[test]
+    fn retention_ceilings_only_tighten() {
+        use crate::retention::{Policy as Kept, RetentionMode};
+        let p = check("[[retention]]\norgs = [\"o\"]\nmode = \"zero\"\n[[retention]]\ndays = 7\n")
+            .unwrap();
+        let base = Kept {
+            mode: RetentionMode::RetainAll,
+            days: 30,
+            ip_days: 30,
+        };
+        let o = p.retention_ceiling(base, "o", "k");
+        assert_eq!(
+            (o.mode, o.days),
+            (RetentionMode::Zero, 30),
+            "first match wins"
+        );
+        let other = p.retention_ceiling(base, "x", "k");
+        assert_eq!(
+            (other.mode, other.days, other.ip_days),
+            (RetentionMode::RetainAll, 7, 7)
+        );
+        let strict = Kept {
+            mode: RetentionMode::Zero,
+            days: 1,
+            ip_days: 1,
+        };
+        let kept = p.retention_ceiling(strict, "x", "k");
+        assert_eq!(
+            (kept.mode, kept.days),
+            (RetentionMode::Zero, 1),
+            "never looser"
+        );
+        let e = check("\n[[retention]]\nmode = \"all\"\n").unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (3, "retention.mode"));
+        let e = check("[[retention]]\ndays = 400\n").unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (2, "retention.days"));
+        let e = check("[[routes]]\nname = \"r\"\nmax_output_tokens = 0\n").unwrap_err();
+        assert_eq!(e.field, "routes 'r'.max_output_tokens");
     }
 
     #[test]

@@ -65,6 +65,7 @@ pub struct RouteSummary {
     pub providers: Option<Vec<String>>,
     pub fallback_on: Vec<&'static str>,
     pub routing_plugin: Option<String>,
+    pub billing_plugin: Option<String>,
 }
 
 struct Counters {
@@ -187,6 +188,7 @@ impl PolicyHandle {
                     providers: r.providers.clone(),
                     fallback_on: r.fallback.names(),
                     routing_plugin: r.routing.as_ref().map(|p| p.plugin.clone()),
+                    billing_plugin: r.billing.as_ref().map(|p| p.plugin.clone()),
                 })
                 .collect(),
             aliases: p.aliases.len(),

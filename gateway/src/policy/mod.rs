@@ -123,6 +123,8 @@ pub struct Rule {
     pub weights: HashMap<String, u32>,
     /// At most this many attempts (None: every candidate).
     pub max_attempts: Option<usize>,
+    /// Requests asking for more output tokens are refused (None: the gateway's `[limits]`).
+    pub max_output_tokens: Option<u64>,
     /// Per-attempt bound in ms (0: the gateway's `[limits]`).
     pub timeout_ms: u32,
     /// On the last candidate, a 429 whose `Retry-After` is at most this is waited out and the
@@ -133,6 +135,8 @@ pub struct Rule {
     pub trace: bool,
     /// The routing plugin for these requests (None: `[stages] routing`).
     pub routing: Option<PluginChoice>,
+    /// The billing plugin for these requests (None: `[stages] billing`).
+    pub billing: Option<PluginChoice>,
 }
 
 impl Rule {
@@ -148,11 +152,13 @@ impl Rule {
             strategy: Strategy::Ordered,
             weights: HashMap::new(),
             max_attempts: None,
+            max_output_tokens: None,
             timeout_ms: 0,
             retry_after_max: Duration::from_millis(DEFAULT_RETRY_AFTER_MAX_MS),
             fallback: Fallback::DEFAULT,
             trace: false,
             routing: None,
+            billing: None,
         }
     }
 
@@ -165,6 +171,20 @@ impl Rule {
 
 /// A 429's `Retry-After` up to this is waited out on the same provider by default.
 pub const DEFAULT_RETRY_AFTER_MAX_MS: u64 = 2_000;
+
+/// A `[[retention]]` entry: the strictest a matching request's retention may be. It can only
+/// make an org's own choice stricter (a shorter period, a stricter mode), never looser.
+#[derive(Debug, Clone)]
+pub struct RetentionRule {
+    pub source: String,
+    /// Org ids; empty = every org.
+    pub orgs: Vec<String>,
+    /// Key ids; empty = every key.
+    pub keys: Vec<String>,
+    pub mode: Option<crate::retention::RetentionMode>,
+    /// At most this many days of usage rows and content.
+    pub days: Option<i64>,
+}
 
 /// Who gets route traces (`x-tollgate-route`) without a route saying so.
 #[derive(Debug, Clone, Default)]
@@ -188,6 +208,8 @@ pub struct Policy {
     /// Plugin name -> config JSON (overrides the config file's `[plugins.settings.X] config`).
     pub plugin_config: HashMap<String, Arc<str>>,
     pub trace: TraceOptIn,
+    /// Retention ceilings, first match wins.
+    pub retention: Vec<RetentionRule>,
     /// The files it was read from (empty: the config file alone).
     pub files: Vec<String>,
     /// SHA-256 of the files' contents, to tell versions apart.
@@ -205,6 +227,7 @@ impl Policy {
             default_rule: Rule::default_rule(),
             plugin_config: HashMap::new(),
             trace: TraceOptIn::default(),
+            retention: Vec::new(),
             files: Vec::new(),
             digest: String::new(),
         }
@@ -221,6 +244,30 @@ impl Policy {
             .iter()
             .find(|r| r.matches(model, org, key))
             .unwrap_or(&self.default_rule)
+    }
+
+    /// `p` made no looser than the first `[[retention]]` entry matching the org and key.
+    pub fn retention_ceiling(
+        &self,
+        mut p: crate::retention::Policy,
+        org: &str,
+        key: &str,
+    ) -> crate::retention::Policy {
+        let matching = self.retention.iter().find(|r| {
+            (r.orgs.is_empty() || r.orgs.iter().any(|o| o == org))
+                && (r.keys.is_empty() || r.keys.iter().any(|k| k == key))
+        });
+        if let Some(r) = matching {
+            if let Some(mode) = r.mode {
+                // Stricter is greater: retain-all < metadata-only < zero.
+                p.mode = p.mode.max(mode);
+            }
+            if let Some(days) = r.days {
+                p.days = p.days.min(days);
+                p.ip_days = p.ip_days.min(days);
+            }
+        }
+        p
     }
 
     /// Whether requests of this org and key get route traces regardless of their route.
