@@ -62,10 +62,24 @@ impl Unavailable {
     }
 }
 
+/// Provider -> upstream model -> record (two levels, so a lookup by `&str` allocates nothing).
+type Records = HashMap<String, HashMap<String, Record>>;
+
 #[derive(Default)]
 pub struct Health {
     settings: HealthSettings,
-    records: Mutex<HashMap<(String, String), Record>>,
+    records: Mutex<Records>,
+}
+
+fn entry<'a>(records: &'a mut Records, provider: &str, model: &str) -> &'a mut Record {
+    if !records.contains_key(provider) {
+        records.insert(provider.to_string(), HashMap::new());
+    }
+    let models = records.get_mut(provider).expect("inserted above");
+    if !models.contains_key(model) {
+        models.insert(model.to_string(), Record::default());
+    }
+    models.get_mut(model).expect("inserted above")
 }
 
 impl Health {
@@ -76,30 +90,40 @@ impl Health {
         }
     }
 
-    /// What strategies rank by (weight and price are the caller's).
-    pub fn standing(&self, provider: &str, model: &str) -> Standing {
+    /// What strategies rank by (weight and price are the caller's), and whether the route is
+    /// skipped now and why — one lock, no allocation.
+    pub fn snapshot(&self, provider: &str, model: &str) -> (Standing, Option<Unavailable>) {
         let records = self.records.lock();
-        match records.get(&(provider.to_string(), model.to_string())) {
-            Some(r) => Standing {
-                latency_ms: r.latency_ms,
-                tokens_per_second: r.tokens_per_second,
-                error_rate: r.error_rate,
-                ..Standing::default()
-            },
-            None => Standing::default(),
-        }
+        let Some(r) = records.get(provider).and_then(|m| m.get(model)) else {
+            return (Standing::default(), None);
+        };
+        let standing = Standing {
+            latency_ms: r.latency_ms,
+            tokens_per_second: r.tokens_per_second,
+            error_rate: r.error_rate,
+            ..Standing::default()
+        };
+        let unavailable = r
+            .closed_until
+            .filter(|until| Instant::now() < *until)
+            .map(|_| {
+                if r.cooling {
+                    Unavailable::CoolingDown
+                } else {
+                    Unavailable::CircuitOpen
+                }
+            });
+        (standing, unavailable)
+    }
+
+    /// What strategies rank by.
+    pub fn standing(&self, provider: &str, model: &str) -> Standing {
+        self.snapshot(provider, model).0
     }
 
     /// Whether the route is skipped now, and why.
     pub fn unavailable(&self, provider: &str, model: &str) -> Option<Unavailable> {
-        let records = self.records.lock();
-        let r = records.get(&(provider.to_string(), model.to_string()))?;
-        let until = r.closed_until?;
-        (Instant::now() < until).then_some(if r.cooling {
-            Unavailable::CoolingDown
-        } else {
-            Unavailable::CircuitOpen
-        })
+        self.snapshot(provider, model).1
     }
 
     /// A successful attempt: latency to the first byte, and output tokens over the time the
@@ -113,9 +137,7 @@ impl Health {
         total: Duration,
     ) {
         let mut records = self.records.lock();
-        let r = records
-            .entry((provider.to_string(), model.to_string()))
-            .or_default();
+        let r = entry(&mut records, provider, model);
         r.consecutive_failures = 0;
         r.closed_until = None;
         r.cooling = false;
@@ -130,9 +152,7 @@ impl Health {
     /// A failed attempt (`retry_after`: the provider said when to come back).
     pub fn failure(&self, provider: &str, model: &str, retry_after: Option<Duration>) {
         let mut records = self.records.lock();
-        let r = records
-            .entry((provider.to_string(), model.to_string()))
-            .or_default();
+        let r = entry(&mut records, provider, model);
         r.consecutive_failures = r.consecutive_failures.saturating_add(1);
         r.error_rate = r.error_rate * (1.0 - ALPHA) + ALPHA;
         let now = Instant::now();

@@ -337,10 +337,8 @@ impl Request<'_> {
             .key
             .as_ref()
             .map_or(who.key_id.as_str(), |k| k.id.as_str());
-        let rule = self
-            .policy
-            .rule_for(&summary.model, &who.org_id, key_id)
-            .clone();
+        // Borrowed from the request's own policy version: no copy per request.
+        let rule = self.policy.rule_for(&summary.model, &who.org_id, key_id);
         let mut trace = RouteTrace {
             route: rule.name.clone(),
             source: rule.source.clone(),
@@ -360,10 +358,10 @@ impl Request<'_> {
                 .store(true, std::sync::atomic::Ordering::Relaxed);
         }
         let _ = self.billing.set(rule.billing.clone());
-        let candidates = self.candidates(access, call, &rule, &mut trace);
+        let candidates = self.candidates(access, call, rule, &mut trace);
         trace.offered = candidates.iter().map(|c| c.provider.clone()).collect();
         let result = self
-            .route_with(who, access, call, &rule, candidates, &mut trace)
+            .route_with(who, access, call, rule, candidates, &mut trace)
             .await;
         *self.trace.lock() = Some(trace);
         result
