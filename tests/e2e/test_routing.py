@@ -276,12 +276,19 @@ def test_route_trace_of_a_three_candidate_fallback(rg):
     e = record(rg, r.headers["x-request-id"])
     trace = json.loads(e["route"])
     assert trace["route"] == "three" and trace["offered"] == ["r500", "slow", "ok_a"]
-    assert [(a["provider"], a["status"]) for a in trace["attempts"]] == [("r500", 500), ("slow", 0), ("ok_a", 200)]
-    assert trace["attempts"][1]["error"] == "timeout" and trace["attempts"][1]["latency_ms"] >= 900
-    # not traced: no header, the record still has the trace
+    attempts = json.loads(e["attempts"])
+    assert [(a["provider"], a["status"]) for a in attempts] == [("r500", 500), ("slow", 0), ("ok_a", 200)]
+    assert attempts[1]["error"] == "timeout" and attempts[1]["latency_ms"] >= 900
+    # not traced: no header; the record still has the trace (two candidates were offered)
     r = chat(rg, "m-500")
     assert "x-tollgate-route" not in r.headers
-    assert json.loads(record(rg, r.headers["x-request-id"])["route"])["route"] == "default"
+    trace = json.loads(record(rg, r.headers["x-request-id"])["route"])
+    assert trace["route"] == "default" and trace["offered"] == ["r500", "ok_a"]
+    # one candidate on the default route, nothing skipped: the attempts column says it all
+    with pytest.raises(openai.InternalServerError) as e:
+        client(rg).chat.completions.create(model="m-down", messages=MESSAGES)
+    rec = record(rg, e.value.response.headers["x-request-id"])
+    assert rec.get("route") is None and json.loads(rec["attempts"])[0]["provider"] == "r500"
 
 
 def test_the_circuit_opens_after_three_failures(rg):

@@ -123,6 +123,17 @@ impl Request<'_> {
         .await;
     }
 
+    /// The route trace as stored with the usage record: without the attempts (the `attempts`
+    /// column has them), and None when it would say nothing the attempts do not — the default
+    /// route offered one candidate and skipped none (measured: storing that for every request
+    /// cost ~8 % of throughput at c64 on SQLite).
+    fn stored_trace(&self) -> Option<String> {
+        let trace = self.trace.lock();
+        let t = trace.as_ref()?;
+        let trivial = t.route == "default" && t.skipped.is_empty() && t.offered.len() <= 1;
+        (!trivial).then(|| t.to_json())
+    }
+
     /// The route trace with every attempt (None: the request was refused before routing).
     pub(super) fn finished_trace(
         &self,
@@ -220,7 +231,7 @@ impl Request<'_> {
             status: i64::from(status),
             stream: summary.stream,
             attempts: attempts.to_string(),
-            route: self.finished_trace(&attempt_records).map(|t| t.to_json()),
+            route: self.stored_trace(),
             client_ip: (decision.store_client_ip && !self.client_ip.is_empty())
                 .then(|| self.client_ip.clone()),
             created_at,

@@ -1,7 +1,8 @@
 //! The route trace: which route and strategy served a request, every candidate the model had —
 //! offered to the routing stage or skipped, and why — and what each attempt came to. Stored
-//! with the usage record (`route` column, JSON) and, when a key, org or route opts in, sent as
-//! the `x-tollgate-route` response header.
+//! with the usage record (`route` column, JSON, next to its `attempts`; left out when the
+//! default route had one candidate and skipped none) and, when a key, org or route opts in,
+//! sent as the `x-tollgate-route` response header.
 
 use serde::Serialize;
 
@@ -41,6 +42,8 @@ pub struct RouteTrace {
     /// Candidates offered to the routing stage, in the order offered.
     pub offered: Vec<String>,
     pub skipped: Vec<Skip>,
+    /// Filled for the header; the stored trace leaves them to the record's `attempts`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub attempts: Vec<Tried>,
 }
 
