@@ -1,6 +1,10 @@
 //! Per-call cost of each plugin stage on real wasm components, instantiation cost, and the
 //! OpenAI transform on a ~2 KB chat request.
 //!
+//! Calls are async (they yield at epoch ticks): each iteration drives one call to its end with
+//! a current-thread runtime's `block_on`, whose own cost is measured beside them
+//! (`runtime/block_on(ready)`) so it can be subtracted.
+//!
 //! `scripts/build-plugins && cargo bench -p benches --bench plugin_calls`
 
 use std::sync::Arc;
@@ -25,6 +29,21 @@ fn registry() -> Arc<PluginRegistry> {
             ..PluginSettings::default()
         },
     );
+    // The Python auth plugin (componentize-py): warm pooled calls, and a fresh instance per call.
+    let python = PluginSettings {
+        deadline: Duration::from_secs(2),
+        ..PluginSettings::default()
+    };
+    settings
+        .by_name
+        .insert("trivial-auth-py".into(), python.clone());
+    settings.by_name.insert(
+        "per-call-auth-py".into(),
+        PluginSettings {
+            instance_mode: InstanceMode::PerCall,
+            ..python
+        },
+    );
     let reg = PluginRegistry::new(engine, shared, settings, None).expect("registry");
     for (group, name) in [
         ("test-plugins", "trivial-auth"),
@@ -33,6 +52,7 @@ fn registry() -> Arc<PluginRegistry> {
         ("test-plugins", "trivial-billing"),
         ("test-plugins", "trivial-logging"),
         ("plugins", "provider-openai"),
+        ("test-plugins", "trivial-auth-py"),
     ] {
         reg.load_file(&built_component(group, name)).expect(name);
     }
@@ -41,11 +61,22 @@ fn registry() -> Arc<PluginRegistry> {
     let per_call = dir.path().join("per-call-auth.wasm");
     std::fs::copy(built_component("test-plugins", "trivial-auth"), &per_call).expect("copy");
     reg.load_file(&per_call).expect("per-call-auth");
+    let per_call_py = dir.path().join("per-call-auth-py.wasm");
+    std::fs::copy(
+        built_component("test-plugins", "trivial-auth-py"),
+        &per_call_py,
+    )
+    .expect("copy");
+    reg.load_file(&per_call_py).expect("per-call-auth-py");
     Arc::new(reg)
 }
 
 fn bench(c: &mut Criterion) {
     let reg = registry();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let head = RequestHead {
         id: "req".into(),
         method: "POST".into(),
@@ -129,65 +160,86 @@ fn bench(c: &mut Criterion) {
     let logging = reg.get("trivial-logging").expect("loaded");
     let openai = reg.get("provider-openai").expect("loaded");
     let per_call = reg.get("per-call-auth").expect("loaded");
+    let python = reg.get("trivial-auth-py").expect("loaded");
+    let per_call_py = reg.get("per-call-auth-py").expect("loaded");
+
+    let mut g = c.benchmark_group("runtime");
+    g.bench_function("block_on(ready)", |b| b.iter(|| rt.block_on(async { 1u8 })));
+    g.finish();
 
     let mut g = c.benchmark_group("stage_call_trivial");
     g.bench_function("auth.authenticate", |b| {
-        b.iter(|| auth.authenticate("req", &head).expect("call"))
+        b.iter(|| rt.block_on(auth.authenticate("req", &head)).expect("call"))
     });
     g.bench_function("routing.route(3 candidates)", |b| {
         b.iter(|| {
-            routing
-                .route("req", &who, &summary, &candidates)
+            rt.block_on(routing.route("req", &who, &summary, &candidates))
                 .expect("call")
         })
     });
     g.bench_function("transform.request(passthrough 2KB)", |b| {
         b.iter(|| {
-            passthrough
-                .transform_request("req", &ctx, &body)
+            rt.block_on(passthrough.transform_request("req", &ctx, &body))
                 .expect("call")
         })
     });
     g.bench_function("transform.event(passthrough)", |b| {
         b.iter(|| {
-            passthrough
-                .transform_event("req", &ctx, &[], &event)
+            rt.block_on(passthrough.transform_event("req", &ctx, &[], &event))
                 .expect("call")
         })
     });
     g.bench_function("billing.authorize", |b| {
         b.iter(|| {
-            billing
-                .authorize("req", None, &who, &summary, "openai", price)
+            rt.block_on(billing.authorize("req", None, &who, &summary, "openai", price))
                 .expect("call")
         })
     });
     g.bench_function("billing.settle", |b| {
         b.iter(|| {
-            billing
-                .settle("req", None, &who, "openai", price, usage, false)
+            rt.block_on(billing.settle("req", None, &who, "openai", price, usage, false))
                 .expect("call")
         })
     });
     g.bench_function("logging.retain", |b| {
-        b.iter(|| logging.retain("req", &record).expect("call"))
+        b.iter(|| rt.block_on(logging.retain("req", &record)).expect("call"))
     });
     g.finish();
 
     let mut g = c.benchmark_group("instance");
     g.bench_function("fresh instance + auth call (per-call mode)", |b| {
-        b.iter(|| per_call.authenticate("req", &head).expect("call"))
+        b.iter(|| {
+            rt.block_on(per_call.authenticate("req", &head))
+                .expect("call")
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("python");
+    g.bench_function("auth.authenticate (warm)", |b| {
+        b.iter(|| {
+            rt.block_on(python.authenticate("req", &head))
+                .expect("call")
+        })
+    });
+    g.bench_function("fresh instance + auth call (per-call mode)", |b| {
+        b.iter(|| {
+            rt.block_on(per_call_py.authenticate("req", &head))
+                .expect("call")
+        })
     });
     g.finish();
 
     let mut g = c.benchmark_group("provider_openai");
     g.bench_function("transform.request(2KB chat, patch model)", |b| {
-        b.iter(|| openai.transform_request("req", &ctx, &body).expect("call"))
+        b.iter(|| {
+            rt.block_on(openai.transform_request("req", &ctx, &body))
+                .expect("call")
+        })
     });
     g.bench_function("transform.event(content chunk)", |b| {
         b.iter(|| {
-            openai
-                .transform_event("req", &ctx, &[], &event)
+            rt.block_on(openai.transform_event("req", &ctx, &[], &event))
                 .expect("call")
         })
     });

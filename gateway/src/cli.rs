@@ -26,7 +26,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::Config;
-use crate::plugins::{EngineOptions, HostContext, PluginEngine, PluginRegistry, PluginStatus};
+use crate::plugins::{HostContext, PluginEngine, PluginRegistry, PluginStatus};
 use crate::store::{Store, UsageEvent};
 
 #[derive(Parser, Debug)]
@@ -460,12 +460,14 @@ fn print_plugin_rows(rows: &[serde_json::Value]) {
 }
 
 fn local_registry(config: &Config) -> Result<PluginRegistry> {
-    let engine = Arc::new(PluginEngine::new(EngineOptions::default())?);
+    let engine = Arc::new(PluginEngine::new(config.plugin_engine.clone())?);
     let shared = Arc::new(HostContext::new(Arc::new(crate::plugins::NoServices), 1000));
-    PluginRegistry::new(
+    let registry = PluginRegistry::new(
         engine,
         shared,
         config.plugin_settings.clone(),
         Some(&config.plugin_cache_dir),
-    )
+    )?;
+    registry.expect_stages(config.plugin_stages());
+    Ok(registry)
 }

@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use crate::config::Config;
 use crate::pipeline::upstream::Upstreams;
 use crate::pipeline::AppState;
-use crate::plugins::{EngineOptions, HostContext, PluginEngine, PluginRegistry};
+use crate::plugins::{HostContext, PluginEngine, PluginRegistry, Stage};
 use crate::policy::live::Hooks;
 use crate::policy::PolicyHandle;
 use crate::proxy::build_server;
@@ -19,20 +19,13 @@ use crate::services::GatewayServices;
 use crate::store::{Store, UsageWriter};
 
 /// Refuses to start without a plugin for every configured stage, provider and retention mode.
+/// (A loaded plugin of the wrong stage was refused at load, so it is missing here too, and its
+/// load error says why.)
 fn check_required(config: &Config, registry: &PluginRegistry) -> Result<()> {
     let mut missing = Vec::new();
-    let stage_plugins = [
-        &config.auth_plugin,
-        &config.routing_plugin,
-        &config.billing_plugin,
-        &config.logging_plugin,
-    ];
-    let transforms = config.providers.values().map(|p| &p.transform);
-    // The logging plugin of every retention mode an org may choose.
-    let retention = config.retention.plugins.values();
-    for name in stage_plugins.into_iter().chain(transforms).chain(retention) {
-        if registry.get(name).is_none() && !missing.contains(name) {
-            missing.push(name.clone());
+    for (name, _) in config.plugin_stages() {
+        if registry.get(&name).is_none() && !missing.contains(&name) {
+            missing.push(name);
         }
     }
     if !missing.is_empty() {
@@ -60,11 +53,25 @@ fn open_policy(config: &Config, registry: &Arc<PluginRegistry>) -> Result<Arc<Po
         None => None,
     };
     let exists = registry.clone();
-    let host = registry.host_context().clone();
+    let loaded = registry.clone();
     let hooks = Hooks {
         plugin_exists: Some(Arc::new(move |name: &str| exists.get(name).is_some())),
         on_load: Some(Arc::new(move |p: &crate::policy::Policy| {
-            host.set_config_overrides(p.plugin_config.clone())
+            loaded
+                .host_context()
+                .set_config_overrides(p.plugin_config.clone());
+            // A routing or billing plugin a route names keeps its stage across reloads.
+            loaded.expect_stages(p.rules.iter().flat_map(|r| {
+                let routing = r
+                    .routing
+                    .as_ref()
+                    .map(|c| (c.plugin.clone(), Stage::Routing));
+                let billing = r
+                    .billing
+                    .as_ref()
+                    .map(|c| (c.plugin.clone(), Stage::Billing));
+                routing.into_iter().chain(billing)
+            }));
         })),
     };
     let handle =
@@ -185,7 +192,7 @@ pub fn serve(config: Config) -> Result<()> {
     });
     // The tokenizer for usage estimates is not built here: its tables cost ~45 MB of RSS
     // (measured), paid only once a provider answers without usage (then on the blocking pool).
-    let engine = Arc::new(PluginEngine::new(EngineOptions::default())?);
+    let engine = Arc::new(PluginEngine::new(config.plugin_engine.clone())?);
     let shared = Arc::new(HostContext::new(services.clone(), 100_000));
     let registry = Arc::new(PluginRegistry::new(
         engine,
@@ -193,6 +200,7 @@ pub fn serve(config: Config) -> Result<()> {
         config.plugin_settings.clone(),
         Some(&config.plugin_cache_dir),
     )?);
+    registry.expect_stages(config.plugin_stages());
     for (path, outcome) in registry.load_dir(&config.plugin_dir) {
         if let Err(e) = outcome {
             tracing::error!(file = %path.display(), error = %e, "plugin not loaded");

@@ -136,7 +136,7 @@ class Gateway:
 
     def __init__(self, tmp: Path, db: str, mocks: dict, ca_file: Path, env=None, usage_flush_ms=50,
                  upstream_timeout_ms=10000, cache_dir=None, grace_period_seconds=0, server_settings=None,
-                 share_db_with=None, extra_toml=""):
+                 share_db_with=None, extra_toml="", extra_plugins=()):
         self.tmp = tmp
         self.db = db
         self.port = free_port()
@@ -145,6 +145,8 @@ class Gateway:
         self.mocks = mocks
         self.plugin_dir = tmp / "plugins"
         shutil.copytree(PLUGINS, self.plugin_dir, ignore=shutil.ignore_patterns(".*"))
+        for path in extra_plugins:  # e.g. test plugins (target/test-plugins/*.wasm)
+            shutil.copy(path, self.plugin_dir / Path(path).name)
         self.pg_db = None
         if share_db_with is not None:
             # A second replica: the same database (dropped by the first's stop).

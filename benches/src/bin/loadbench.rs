@@ -209,6 +209,19 @@ fn start_tensorzero(venv: &Path, mock: std::net::SocketAddr) -> Result<Peer> {
 }
 
 /// ~1 KB OpenAI chat request.
+/// Clients sending looping requests in the `tollgate-openai-looping` scenario.
+const LOOPING_CLIENTS: usize = 4;
+
+/// A request the hostile transform loops on (its marker in the text), to `bench-loop`.
+fn looping_body() -> Bytes {
+    let body = serde_json::json!({
+        "model": "bench-loop",
+        "max_tokens": 16,
+        "messages": [{"role": "user", "content": "tollgate-test:loop"}]
+    });
+    Bytes::from(body.to_string())
+}
+
 fn chat_body(model: &str, stream: bool) -> Bytes {
     let text = "Summarise the following notes for a status update. ".repeat(4);
     let body = serde_json::json!({
@@ -268,6 +281,12 @@ fn start_gateway(
             std::fs::copy(&path, plugin_dir.join(path.file_name().unwrap_or_default()))?;
         }
     }
+    // The hostile test transform, for the looping-plugin scenario (it loops on requests that
+    // carry its marker and passes every other one through).
+    let hostile = Path::new("target/test-plugins/hostile.wasm");
+    if hostile.is_file() {
+        std::fs::copy(hostile, plugin_dir.join("hostile.wasm"))?;
+    }
     let (port, admin) = (free_port()?, free_port()?);
     let config = dir.path().join("tollgate.toml");
     std::fs::write(
@@ -303,10 +322,26 @@ routes = [{{ provider = "mock-openai", model = "gpt-bench", input_per_mtok = 0.1
 [[models]]
 name = "bench-anthropic"
 routes = [{{ provider = "mock-anthropic", model = "claude-bench", input_per_mtok = 3.0, output_per_mtok = 15.0 }}]
+{hostile_config}
 {extra_config}
 "#,
             data = dir.path().join("data").display(),
             plugins = plugin_dir.display(),
+            hostile_config = if hostile.is_file() {
+                format!(
+                    r#"
+[providers.mock-hostile]
+base_url = "http://{openai}"
+api_key_env = "BENCH_KEY"
+transform = "hostile"
+[[models]]
+name = "bench-loop"
+routes = [{{ provider = "mock-hostile", model = "gpt-bench", input_per_mtok = 0.15, output_per_mtok = 0.6 }}]
+"#
+                )
+            } else {
+                String::new()
+            },
         ),
     )?;
     let cli = |args: &[&str]| -> Result<String> {
@@ -580,6 +615,15 @@ async fn main() -> Result<()> {
             &auth,
         ),
         scenario("tollgate-soak", &gateway_url, "bench-soak", true, &auth),
+        // tollgate-openai while LOOPING_CLIENTS other clients send requests that make a
+        // plugin (the hostile transform) loop to its deadline.
+        scenario(
+            "tollgate-openai-looping",
+            &gateway_url,
+            "bench-openai",
+            false,
+            &auth,
+        ),
         scenario(
             "tollgate-openai-reload",
             &gateway_url,
@@ -674,7 +718,21 @@ async fn main() -> Result<()> {
                 (stop, handle)
             });
             let before = measured.and_then(ProcStat::read);
-            let result = driver::run(spec).await;
+            let result = if *name == "tollgate-openai-looping" {
+                let looping = LoadSpec {
+                    body: looping_body(),
+                    concurrency: LOOPING_CLIENTS,
+                    ..spec.clone()
+                };
+                let (result, looped) = tokio::join!(driver::run(spec), driver::run(looping));
+                eprintln!(
+                    "{name}: {} looping requests beside ({:.0}/s), answered with {:?}",
+                    looped.requests, looped.rps, looped.errors
+                );
+                result
+            } else {
+                driver::run(spec).await
+            };
             let after = measured.and_then(ProcStat::read);
             let reloads = match reloader {
                 Some((stop, count, handle)) => {

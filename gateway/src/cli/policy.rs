@@ -47,18 +47,11 @@ fn plugin_file(config: &Config, name: &str) -> bool {
 
 /// Every plugin the config names, missing from the plugin directory.
 fn missing_plugins(config: &Config) -> Vec<String> {
-    let mut names: Vec<&String> = vec![
-        &config.auth_plugin,
-        &config.routing_plugin,
-        &config.billing_plugin,
-        &config.logging_plugin,
-    ];
-    names.extend(config.providers.values().map(|p| &p.transform));
-    names.extend(config.retention.plugins.values());
-    let mut missing: Vec<String> = names
+    let mut missing: Vec<String> = config
+        .plugin_stages()
         .into_iter()
+        .map(|(name, _)| name)
         .filter(|n| !plugin_file(config, n))
-        .cloned()
         .collect();
     missing.sort();
     missing.dedup();

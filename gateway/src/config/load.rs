@@ -50,6 +50,36 @@ fn plugin_settings(base: &PluginSettings, s: &schema::PluginLimits) -> Result<Pl
     Ok(out)
 }
 
+/// The plugin engine's options: the file's, else the defaults', else the built-in ones.
+fn engine_options(
+    f: &schema::Plugins,
+    d: &schema::Plugins,
+) -> Result<crate::plugins::EngineOptions> {
+    let mut out = crate::plugins::EngineOptions::default();
+    if let Some(ms) = f.epoch_tick_ms.or(d.epoch_tick_ms) {
+        if !(1..=1000).contains(&ms) {
+            bail!("plugins.epoch_tick_ms: {ms} is out of range (1-1000)");
+        }
+        out.epoch_tick = Duration::from_millis(ms);
+    }
+    if let Some(n) = f.slow_lane_threads.or(d.slow_lane_threads) {
+        out.lane.threads = positive(Some(n), 1, "plugins.slow_lane_threads")?;
+    }
+    if let Some(nice) = f.slow_lane_nice.or(d.slow_lane_nice) {
+        if !(0..=19).contains(&nice) {
+            bail!("plugins.slow_lane_nice: {nice} is out of range (0-19)");
+        }
+        out.lane.nice = nice;
+    }
+    if let Some(n) = f.output_lines_per_sec.or(d.output_lines_per_sec) {
+        if !(0.0..=1e6).contains(&n) {
+            bail!("plugins.output_lines_per_sec: {n} is out of range (0-1000000)");
+        }
+        out.output.lines_per_sec = n;
+    }
+    Ok(out)
+}
+
 fn parse_base_url(name: &str, url: &str) -> Result<(bool, String, u16, String)> {
     let uri: http::Uri = url
         .parse()
@@ -265,6 +295,7 @@ impl Config {
             d.stages.logging.clone(),
             "retention-metadata-only",
         );
+        let plugin_engine = engine_options(&f.plugins, &d.plugins)?;
         let config = Config {
             listen: pick(f.server.listen, d.server.listen, "127.0.0.1:8080"),
             admin_listen: pick(
@@ -318,6 +349,7 @@ impl Config {
                 .or(d.plugins.cache_dir)
                 .unwrap_or_else(|| data_dir.join("plugin-cache")),
             watch_plugins: f.plugins.watch.or(d.plugins.watch).unwrap_or(true),
+            plugin_engine,
             plugin_settings: table,
             auth_plugin: pick(f.stages.auth, d.stages.auth, "auth-apikey"),
             routing_plugin: pick(f.stages.routing, d.stages.routing, "route-policy"),

@@ -179,6 +179,8 @@ pub struct Config {
     pub plugin_dir: PathBuf,
     pub plugin_cache_dir: PathBuf,
     pub watch_plugins: bool,
+    /// The plugin engine: epoch tick, slow lane, output limits (`[plugins]`).
+    pub plugin_engine: crate::plugins::EngineOptions,
     pub plugin_settings: SettingsTable,
     pub auth_plugin: String,
     pub routing_plugin: String,
@@ -237,6 +239,32 @@ pub struct RetentionSettings {
     pub purge_interval: Duration,
     /// Rows deleted or updated per statement (keeps each write transaction short).
     pub purge_batch: u64,
+}
+
+impl Config {
+    /// Every plugin the config names, with the stage it serves: the four stage plugins, each
+    /// provider's transform, the logging plugin of every retention mode.
+    pub fn plugin_stages(&self) -> Vec<(String, crate::plugins::Stage)> {
+        use crate::plugins::Stage;
+        let mut out = vec![
+            (self.auth_plugin.clone(), Stage::Auth),
+            (self.routing_plugin.clone(), Stage::Routing),
+            (self.billing_plugin.clone(), Stage::Billing),
+            (self.logging_plugin.clone(), Stage::Logging),
+        ];
+        out.extend(
+            self.providers
+                .values()
+                .map(|p| (p.transform.clone(), Stage::Transform)),
+        );
+        out.extend(
+            self.retention
+                .plugins
+                .values()
+                .map(|n| (n.clone(), Stage::Logging)),
+        );
+        out
+    }
 }
 
 impl RetentionSettings {

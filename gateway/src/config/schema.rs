@@ -101,6 +101,14 @@ pub struct Plugins {
     pub dir: Option<PathBuf>,
     pub cache_dir: Option<PathBuf>,
     pub watch: Option<bool>,
+    /// Epoch tick: deadline granularity, and the longest a guest runs on a proxy worker before
+    /// its call moves to the slow lane.
+    pub epoch_tick_ms: Option<u64>,
+    /// Threads of the slow lane, and their nice value (0-19).
+    pub slow_lane_threads: Option<usize>,
+    pub slow_lane_nice: Option<i32>,
+    /// Lines per second a plugin's stdout/stderr may put in the log (burst: 50).
+    pub output_lines_per_sec: Option<f64>,
     pub defaults: PluginLimits,
     pub settings: BTreeMap<String, PluginLimits>,
 }

@@ -155,17 +155,17 @@ impl AdaptedEvents<'_, '_> {
 }
 
 impl EventTranslator for AdaptedEvents<'_, '_> {
-    fn event(&mut self, ev: SseEvent) -> Result<Vec<SseEvent>, StreamFault> {
+    async fn event(&mut self, ev: SseEvent) -> Result<Vec<SseEvent>, StreamFault> {
         let mut out = Vec::new();
-        for e in self.inner.event(ev)? {
+        for e in self.inner.event(ev).await? {
             out.extend(self.on(&e.data)?);
         }
         Ok(out)
     }
 
-    fn finish(&mut self) -> Vec<SseEvent> {
+    async fn finish(&mut self) -> Vec<SseEvent> {
         let mut out = Vec::new();
-        for e in self.inner.finish() {
+        for e in self.inner.finish().await {
             match self.on(&e.data) {
                 Ok(events) => out.extend(events),
                 Err(_) => tracing::warn!("adapter refused a closing event of the stream"),

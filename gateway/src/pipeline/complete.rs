@@ -55,9 +55,12 @@ impl Request<'_> {
         let body = response.read_to_end(limit).await?;
         let status = response.status;
         self.state.upstreams.release(response).await;
-        let translated = self.timed(Stage::Transform, || {
-            transform.transform_response(&self.id, ctx, status, &body)
-        });
+        let translated = self
+            .timed(
+                Stage::Transform,
+                transform.transform_response(&self.id, ctx, status, &body),
+            )
+            .await;
         let out = match self.stage_result(translated) {
             Ok(out) => out,
             // The provider's answer could not be used (malformed, a provider-side error).
@@ -117,19 +120,21 @@ impl Request<'_> {
             None => NO_USAGE,
         };
         // Priced before sending when the provider reported usage, so the answer can say it.
-        let charged = (!estimated
+        let charged = if !estimated
             && (200..300).contains(&out.status)
-            && super::outcome::usage_tokens(&usage) > 0)
-            .then(|| {
-                self.decide_charge(
-                    pricing.who,
-                    pricing.provider,
-                    pricing.price,
-                    usage,
-                    pricing.byok,
-                )
-            })
-            .flatten();
+            && super::outcome::usage_tokens(&usage) > 0
+        {
+            self.decide_charge(
+                pricing.who,
+                pricing.provider,
+                pricing.price,
+                usage,
+                pricing.byok,
+            )
+            .await
+        } else {
+            None
+        };
         let body = match (&charged, self.format) {
             (Some(c), ApiFormat::OpenaiChat | ApiFormat::OpenaiResponses)
                 if self.state.config.usage_cost_in_responses =>

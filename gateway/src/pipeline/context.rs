@@ -124,9 +124,13 @@ impl<'a> Request<'a> {
     }
 
     /// Runs a stage call, timing it into the stage metrics.
-    pub(super) fn timed<T>(&self, stage: Stage, f: impl FnOnce() -> T) -> T {
+    pub(super) async fn timed<T>(
+        &self,
+        stage: Stage,
+        call: impl std::future::Future<Output = T>,
+    ) -> T {
         let t = Instant::now();
-        let out = f();
+        let out = call.await;
         self.state.metrics.stage(stage.as_str(), t.elapsed());
         out
     }
@@ -158,6 +162,9 @@ impl<'a> Request<'a> {
             client_ip: self.client_ip.clone(),
         };
         let auth = self.plugin(&self.state.config.auth_plugin, Stage::Auth)?;
-        self.stage_result(self.timed(Stage::Auth, || auth.authenticate(&self.id, &head)))
+        self.stage_result(
+            self.timed(Stage::Auth, auth.authenticate(&self.id, &head))
+                .await,
+        )
     }
 }

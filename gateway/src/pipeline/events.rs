@@ -97,7 +97,7 @@ impl<'r, 'a> PluginEvents<'r, 'a> {
     }
 
     /// Adds `usage.cost` to the chunks that carry usage.
-    fn add_cost(&mut self, events: &mut [SseEvent]) {
+    async fn add_cost(&mut self, events: &mut [SseEvent]) {
         let (Some(p), Some(usage)) = (&self.pricing, self.usage) else {
             return;
         };
@@ -113,6 +113,7 @@ impl<'r, 'a> PluginEvents<'r, 'a> {
                 _ => match self
                     .req
                     .decide_charge(p.who, p.provider, p.price, usage, p.byok)
+                    .await
                 {
                     Some(c) => c,
                     None => return,
@@ -138,12 +139,16 @@ impl<'r, 'a> PluginEvents<'r, 'a> {
 }
 
 impl EventTranslator for PluginEvents<'_, '_> {
-    fn event(&mut self, ev: SseEvent) -> Result<Vec<SseEvent>, StreamFault> {
+    async fn event(&mut self, ev: SseEvent) -> Result<Vec<SseEvent>, StreamFault> {
         let req = self.req;
-        match req.timed(Stage::Transform, || {
-            self.plugin
-                .transform_event(&req.id, self.ctx, &self.state, &ev)
-        }) {
+        let out = req
+            .timed(
+                Stage::Transform,
+                self.plugin
+                    .transform_event(&req.id, self.ctx, &self.state, &ev),
+            )
+            .await;
+        match out {
             Ok(Ok(o)) => {
                 self.state = o.state;
                 if o.usage.is_some() {
@@ -151,7 +156,7 @@ impl EventTranslator for PluginEvents<'_, '_> {
                 }
                 let mut events = o.events;
                 if o.usage.is_some() {
-                    self.add_cost(&mut events);
+                    self.add_cost(&mut events).await;
                 }
                 self.take(&events);
                 Ok(events)
@@ -164,9 +169,13 @@ impl EventTranslator for PluginEvents<'_, '_> {
         }
     }
 
-    fn finish(&mut self) -> Vec<SseEvent> {
+    async fn finish(&mut self) -> Vec<SseEvent> {
         let req = self.req;
-        let mut events = match self.plugin.end_of_stream(&req.id, self.ctx, &self.state) {
+        let ended = self
+            .plugin
+            .end_of_stream(&req.id, self.ctx, &self.state)
+            .await;
+        let mut events = match ended {
             Ok(Ok(o)) => {
                 if o.usage.is_some() {
                     self.usage = o.usage;

@@ -89,7 +89,10 @@ impl Request<'_> {
         }
         let plugin = state.config.retention.plugin(policy.mode);
         let retained = match state.registry.get_stage(plugin, Stage::Logging) {
-            Ok(p) => match self.timed(Stage::Logging, || p.retain(&self.id, &record)) {
+            Ok(p) => match self
+                .timed(Stage::Logging, p.retain(&self.id, &record))
+                .await
+            {
                 Ok(r) => Some(r),
                 Err(e) => {
                     self.plugin_failed(&e);

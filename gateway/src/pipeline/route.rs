@@ -441,9 +441,13 @@ impl Request<'_> {
             None => (state.config.routing_plugin.as_str(), None),
         };
         let routing = self.plugin(plugin, Stage::Routing)?;
-        let mut attempts = self.stage_result(self.timed(Stage::Routing, || {
-            routing.route_with(&self.id, config, who, summary, &candidates)
-        }))?;
+        let mut attempts = self.stage_result(
+            self.timed(
+                Stage::Routing,
+                routing.route_with(&self.id, config, who, summary, &candidates),
+            )
+            .await,
+        )?;
         // A routing plugin chooses among what it was offered: a provider outside the key's
         // scopes or the org's data policy is never attempted, whatever the plugin returns.
         attempts.retain(|a| {
@@ -514,16 +518,20 @@ impl Request<'_> {
         let price = self
             .policy
             .route_price(&summary.model, &first.provider, &first.upstream_model);
-        let authorization = self.stage_result(self.timed(Stage::Billing, || {
-            billing.authorize(
-                &self.id,
-                billing_config,
-                who,
-                summary,
-                &first.provider,
-                price,
+        let authorization = self.stage_result(
+            self.timed(
+                Stage::Billing,
+                billing.authorize(
+                    &self.id,
+                    billing_config,
+                    who,
+                    summary,
+                    &first.provider,
+                    price,
+                ),
             )
-        }))?;
+            .await,
+        )?;
         // Served only with the org's own keys: only the BYOK fee can be charged.
         let hold = if plan.all_byok() {
             plan.fee_share(authorization.hold_micros)

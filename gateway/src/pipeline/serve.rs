@@ -239,8 +239,9 @@ impl Request<'_> {
                 // Every attempt failed before the client got a byte: tell it what the last
                 // provider said, in its format.
                 if let Some((index, AttemptFailure::Status(status, body, _))) = &last {
-                    if let Some(translated) =
-                        self.translate_error(who, call, &attempts[*index], *status, body)
+                    if let Some(translated) = self
+                        .translate_error(who, call, &attempts[*index], *status, body)
+                        .await
                     {
                         self.state
                             .metrics
@@ -280,7 +281,7 @@ impl Request<'_> {
 
     /// A provider's error answer in the client's format (through its transform plugin, then
     /// the adapter when the provider does not speak the client's API).
-    fn translate_error(
+    async fn translate_error(
         &self,
         who: &Principal,
         call: &Call,
@@ -304,6 +305,7 @@ impl Request<'_> {
         };
         let resp = transform
             .transform_response(&self.id, &ctx, status, body)
+            .await
             .ok()?
             .ok()?;
         match how {
@@ -415,9 +417,13 @@ impl AttemptRunner for CallAttempt<'_, '_, '_> {
         };
         // A refusal here means the request itself is bad for this provider: not something
         // another provider fixes, so it goes straight to the client.
-        let mut upstream_request = req.stage_result(req.timed(Stage::Transform, || {
-            transform.transform_request(&req.id, &ctx, body)
-        }))?;
+        let mut upstream_request = req.stage_result(
+            req.timed(
+                Stage::Transform,
+                transform.transform_request(&req.id, &ctx, body),
+            )
+            .await,
+        )?;
         if how == Mode::Native {
             // A same-format provider gets the client's version and beta headers verbatim.
             for (name, _) in &call.forward_headers {

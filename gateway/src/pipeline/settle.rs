@@ -22,15 +22,19 @@ impl Request<'_> {
     ) {
         let state = self.state;
         let charge = if outcome.charge && usage_tokens(&outcome.usage) > 0 {
-            outcome.charged.clone().or_else(|| {
-                self.decide_charge(
-                    who,
-                    &outcome.provider,
-                    outcome.price,
-                    outcome.usage,
-                    outcome.byok,
-                )
-            })
+            match outcome.charged.clone() {
+                Some(c) => Some(c),
+                None => {
+                    self.decide_charge(
+                        who,
+                        &outcome.provider,
+                        outcome.price,
+                        outcome.usage,
+                        outcome.byok,
+                    )
+                    .await
+                }
+            }
         } else {
             None
         };
@@ -71,7 +75,7 @@ impl Request<'_> {
 
     /// What `usage` costs: `billing.settle` prices it; a request served with the org's own
     /// provider key (BYOK) is charged `[byok] fee_percent` of that price (0 by default).
-    pub(super) fn decide_charge(
+    pub(super) async fn decide_charge(
         &self,
         who: &Principal,
         provider: &str,
@@ -81,9 +85,12 @@ impl Request<'_> {
     ) -> Option<Charge> {
         let (name, config) = self.billing_plugin();
         let billing = self.plugin(name, Stage::Billing).ok()?;
-        let settled = self.timed(Stage::Billing, || {
-            billing.settle(&self.id, config, who, provider, price, usage, false)
-        });
+        let settled = self
+            .timed(
+                Stage::Billing,
+                billing.settle(&self.id, config, who, provider, price, usage, false),
+            )
+            .await;
         let charge = match settled {
             Ok(c) => c,
             Err(e) => {

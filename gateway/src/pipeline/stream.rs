@@ -98,9 +98,9 @@ impl StreamFault {
 /// client-format adapter.
 pub trait EventTranslator {
     /// One upstream event: the client events it becomes (may be none).
-    fn event(&mut self, ev: SseEvent) -> Result<Vec<SseEvent>, StreamFault>;
+    async fn event(&mut self, ev: SseEvent) -> Result<Vec<SseEvent>, StreamFault>;
     /// The upstream stream ended cleanly: the closing events.
-    fn finish(&mut self) -> Vec<SseEvent>;
+    async fn finish(&mut self) -> Vec<SseEvent>;
     /// The stream fails after its first byte: the error event(s) in the client's format.
     fn fail(&mut self, err: &ApiError) -> Vec<SseEvent>;
     /// After [`EventTranslator::finish`], before its events are sent: whatever must be done
@@ -125,7 +125,7 @@ fn encode_all(out: &mut BytesMut, events: &[SseEvent]) {
 }
 
 /// Frames one chunk of upstream bytes and translates its events into `out`.
-fn translate_chunk<T: EventTranslator>(
+async fn translate_chunk<T: EventTranslator>(
     parser: &mut sse::Parser,
     tr: &mut T,
     chunk: &[u8],
@@ -135,10 +135,12 @@ fn translate_chunk<T: EventTranslator>(
         .feed(chunk)
         .map_err(|e| StreamFault::Broken(BodyError::Io(format!("stream-invalid: {e}"))))?;
     for event in events {
-        let produced = tr.event(SseEvent {
-            event: event.event,
-            data: event.data,
-        })?;
+        let produced = tr
+            .event(SseEvent {
+                event: event.event,
+                data: event.data,
+            })
+            .await?;
         encode_all(out, &produced);
     }
     Ok(())
@@ -170,7 +172,9 @@ pub async fn relay<S: ClientSink, B: BodySource, T: EventTranslator>(
     };
     loop {
         let fault = match body.next_chunk().await {
-            Ok(Some(chunk)) => translate_chunk(&mut parser, tr, &chunk, &mut out).err(),
+            Ok(Some(chunk)) => translate_chunk(&mut parser, tr, &chunk, &mut out)
+                .await
+                .err(),
             Ok(None) if parser.has_partial() => {
                 Some(StreamFault::Broken(BodyError::Io("stream-cut".into())))
             }
@@ -210,7 +214,7 @@ pub async fn relay<S: ClientSink, B: BodySource, T: EventTranslator>(
             (failed, false)
         }
         None => {
-            encode_all(&mut out, &tr.finish());
+            encode_all(&mut out, &tr.finish().await);
             tr.before_close().await;
             let written = sink.send(out.split().freeze(), true).await;
             let end = if written {
@@ -319,7 +323,7 @@ mod tests {
         chars: u64,
     }
     impl EventTranslator for Echo {
-        fn event(&mut self, ev: SseEvent) -> Result<Vec<SseEvent>, StreamFault> {
+        async fn event(&mut self, ev: SseEvent) -> Result<Vec<SseEvent>, StreamFault> {
             match ev.data.as_str() {
                 "ERR" => Err(StreamFault::Rejected(ApiError::new(
                     529,
@@ -341,7 +345,7 @@ mod tests {
                 }
             }
         }
-        fn finish(&mut self) -> Vec<SseEvent> {
+        async fn finish(&mut self) -> Vec<SseEvent> {
             vec![SseEvent {
                 event: None,
                 data: "[DONE]".into(),

@@ -1,7 +1,9 @@
 //! Host-side bindings generated from `wit/tollgate.wit`.
 //!
 //! `types` and `host` are generated once (from the `sdk-common` world) and shared by every stage
-//! world, so a `Usage` or `Reject` is one Rust type throughout the gateway.
+//! world, so a `Usage` or `Reject` is one Rust type throughout the gateway. Stage exports are
+//! async (guest calls are futures that yield at epoch ticks); host imports stay synchronous:
+//! they answer from memory and never wait.
 
 pub mod common {
     wasmtime::component::bindgen!({
@@ -23,6 +25,7 @@ macro_rules! stage_world {
                 path: "../wit",
                 world: $world,
                 additional_derives: [PartialEq],
+                exports: { default: async },
                 with: {
                     "tollgate:plugin/types": super::common::tollgate::plugin::types,
                     "tollgate:plugin/host": super::common::tollgate::plugin::host,

@@ -1,6 +1,7 @@
 //! The one wasmtime `Engine` of the process: pooling allocator when the machine lets us reserve
-//! its address space (falling back to on-demand allocation otherwise), epoch interruption driven
-//! by a ticker thread, and the linker with the host interface.
+//! its address space (falling back to on-demand allocation otherwise), async support with epoch
+//! yields driven by a ticker thread, the slow lane guest calls move to when they run long, and
+//! the linker with the host interface and deny-by-default WASI.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -11,12 +12,15 @@ use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::bindings::common::SdkCommon;
+use super::lane::{LaneOptions, SlowLane};
 use super::state::HostState;
+use super::wasi::OutputLimits;
 
 /// Engine-wide options (per-plugin limits live in [`super::PluginSettings`]).
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
-    /// Epoch tick: the granularity of plugin deadlines.
+    /// Epoch tick: the granularity of plugin deadlines, and the longest a guest call runs on a
+    /// proxy worker before it moves to the slow lane.
     pub epoch_tick: Duration,
     /// Try the pooling allocator (falls back when it cannot reserve memory).
     pub pooling: bool,
@@ -24,16 +28,23 @@ pub struct EngineOptions {
     pub pool_total_instances: u32,
     /// Largest linear memory any plugin may have; per-plugin caps must not exceed it.
     pub max_memory_bytes: u64,
+    /// Where long-running guest calls continue ([`super::lane`]).
+    pub lane: LaneOptions,
+    /// How much of a plugin's stdout/stderr reaches the log.
+    pub output: OutputLimits,
 }
 
 impl Default for EngineOptions {
     fn default() -> Self {
         EngineOptions {
-            // Deadlines are tens of ms; a finer tick only adds wakeups on a busy machine.
-            epoch_tick: Duration::from_millis(5),
+            // A looping call holds its worker for at most one tick (half on average) before it
+            // moves to the slow lane; 2 ms keeps that short at ~500 wakeups a second.
+            epoch_tick: Duration::from_millis(2),
             pooling: true,
             pool_total_instances: 1000,
             max_memory_bytes: 256 << 20,
+            lane: LaneOptions::default(),
+            output: OutputLimits::default(),
         }
     }
 }
@@ -43,6 +54,7 @@ pub struct PluginEngine {
     pub(crate) engine: Engine,
     pub(crate) linker: Linker<HostState>,
     pub(crate) options: EngineOptions,
+    pub(crate) lane: SlowLane,
     pooling: bool,
     stop: Arc<AtomicBool>,
     ticker: Option<JoinHandle<()>>,
@@ -69,6 +81,9 @@ impl PluginEngine {
                 .max_core_instances_per_component(16)
                 .max_memories_per_component(2)
                 .max_tables_per_component(8)
+                // One fiber stack per call in flight (a call parked on the slow lane keeps
+                // its stack until it ends or reaches its deadline).
+                .total_stacks(n)
                 .max_memory_size(usize::try_from(options.max_memory_bytes)?);
             config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
             match Engine::new(&config) {
@@ -84,6 +99,10 @@ impl PluginEngine {
 
         let mut linker = Linker::new(&engine);
         SdkCommon::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+        // WASI for components built for wasm32-wasip1/p2: linked so they load, granting nothing
+        // but clocks, random and a rate-limited log (`super::wasi`).
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        let lane = SlowLane::new(&options.lane)?;
 
         let stop = Arc::new(AtomicBool::new(false));
         let ticker = {
@@ -103,6 +122,7 @@ impl PluginEngine {
             engine,
             linker,
             options,
+            lane,
             pooling,
             stop,
             ticker: Some(ticker),
@@ -116,12 +136,6 @@ impl PluginEngine {
 
     pub fn engine(&self) -> &Engine {
         &self.engine
-    }
-
-    /// Epoch ticks that cover `deadline` (plus one for the tick in progress).
-    pub(crate) fn deadline_ticks(&self, deadline: Duration) -> u64 {
-        let tick = self.options.epoch_tick.as_nanos().max(1);
-        u64::try_from(deadline.as_nanos().div_ceil(tick)).unwrap_or(u64::MAX) + 1
     }
 }
 

@@ -1,22 +1,30 @@
 //! One loaded plugin version: its compiled component, its `InstancePre`, its pool of warm
 //! instances, and typed calls for its stage.
+//!
+//! Every call is async: it runs as an owned future (instance, store and arguments inside) that
+//! starts on the caller's worker and moves to the slow lane if the guest is still running at
+//! its first epoch tick ([`super::lane`]). Over ~500 lines: the stage calls are one small
+//! method each, kept beside the call machinery they share.
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_queue::ArrayQueue;
-use wasmtime::Store;
+use wasmtime::{Store, UpdateDeadline};
 
 use super::bindings::*;
 use super::engine::PluginEngine;
 use super::error::{PluginError, PluginErrorKind};
 use super::settings::{InstanceMode, PluginSettings};
 use super::state::{HostContext, HostState};
+use super::wasi::OutputGate;
 use super::Stage;
 
 /// The `InstancePre` of a plugin, typed by its stage world.
+#[derive(Clone)]
 pub(crate) enum StagePre {
     Auth(AuthPluginPre<HostState>),
     Routing(RoutingPluginPre<HostState>),
@@ -33,7 +41,8 @@ enum StageInstance {
     Logging(LoggingPlugin),
 }
 
-struct Warm {
+/// An instance with its store: what a call owns while it runs.
+pub(crate) struct Warm {
     store: Store<HostState>,
     instance: StageInstance,
     calls: u64,
@@ -50,6 +59,8 @@ pub struct PluginVersion {
     pub sha256: String,
     pub file: PathBuf,
     pub size_bytes: u64,
+    /// The component imports WASI (`wasi:*`): it gets the deny-by-default context.
+    pub uses_wasi: bool,
     #[serde(with = "crate::util::unix_ms")]
     pub loaded_at: SystemTime,
     /// Milliseconds spent compiling (or loading from the artifact cache) and checking.
@@ -76,6 +87,8 @@ pub struct LoadedPlugin {
     settings: PluginSettings,
     shared: Arc<HostContext>,
     pool: ArrayQueue<Warm>,
+    /// Rate limit of the plugin's stdout/stderr lines (all its instances).
+    output: Arc<OutputGate>,
 }
 
 impl std::fmt::Debug for LoadedPlugin {
@@ -171,6 +184,34 @@ impl OutputSize for RetentionDecision {
     }
 }
 
+/// The message of a call that reached an instance of another stage (the stage is checked
+/// before the call; this is a guard, not a path).
+const OTHER_STAGE: &str = "the instance implements another stage";
+
+/// A stage call on a warm instance: the future owns the instance (`w`) and the arguments, binds
+/// the stage's typed instance to `$p` and the store to `$store`, and hands both back.
+macro_rules! stage_call {
+    ($self:ident, $stage:ident, $rid:expr, $config:expr, |$p:ident, $store:ident| $call:expr) => {
+        $self
+            .checked(
+                Stage::$stage,
+                $rid,
+                $config,
+                move |mut w: Warm| async move {
+                    let r = match &w.instance {
+                        StageInstance::$stage($p) => {
+                            let $store = &mut w.store;
+                            $call.await
+                        }
+                        _ => Err(wasmtime::Error::msg(OTHER_STAGE)),
+                    };
+                    (w, r)
+                },
+            )
+            .await
+    };
+}
+
 impl LoadedPlugin {
     pub(crate) fn new(
         version: PluginVersion,
@@ -180,6 +221,7 @@ impl LoadedPlugin {
         shared: Arc<HostContext>,
     ) -> Self {
         let pool = ArrayQueue::new(settings.pool_size.max(1));
+        let output = Arc::new(OutputGate::new(engine.options.output));
         LoadedPlugin {
             name: Arc::from(version.name.as_str()),
             version,
@@ -189,6 +231,7 @@ impl LoadedPlugin {
             settings,
             shared,
             pool,
+            output,
         }
     }
 
@@ -208,25 +251,77 @@ impl LoadedPlugin {
         PluginError::new(&self.name, Some(self.version.stage), kind)
     }
 
-    fn instantiate(&self) -> Result<Warm, PluginError> {
+    /// A store for a new instance: memory cap, and the deadline callback that yields at every
+    /// epoch tick (so the call can leave the worker) and interrupts the guest at its deadline.
+    fn new_store(&self) -> Store<HostState> {
         let state = HostState::new(
             self.name.clone(),
             self.settings.config_json.clone(),
             self.settings.memory_limit_bytes,
             self.shared.clone(),
+            self.output.clone(),
+            self.settings.deadline,
         );
         let mut store = Store::new(&self.engine.engine, state);
         store.limiter(|s| &mut s.limiter);
-        // Instantiation runs guest start code: bound it like a call.
-        store.set_epoch_deadline(self.engine.deadline_ticks(self.settings.deadline));
-        let instance = match &self.pre {
-            StagePre::Auth(p) => p.instantiate(&mut store).map(StageInstance::Auth),
-            StagePre::Routing(p) => p.instantiate(&mut store).map(StageInstance::Routing),
-            StagePre::Transform(p) => p.instantiate(&mut store).map(StageInstance::Transform),
-            StagePre::Billing(p) => p.instantiate(&mut store).map(StageInstance::Billing),
-            StagePre::Logging(p) => p.instantiate(&mut store).map(StageInstance::Logging),
+        store.epoch_deadline_callback(|ctx| {
+            let data = ctx.data();
+            Ok(if data.call_started.elapsed() >= data.deadline {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Yield(1)
+            })
+        });
+        store
+    }
+
+    /// Instantiation as an owned future (it runs guest start code: bounded like a call).
+    fn instantiate_future(
+        &self,
+    ) -> impl Future<Output = (Store<HostState>, wasmtime::Result<StageInstance>)> + Send + 'static
+    {
+        let mut store = self.new_store();
+        store.data_mut().call_started = Instant::now();
+        store.set_epoch_deadline(1);
+        let pre = self.pre.clone();
+        async move {
+            let instance = match &pre {
+                StagePre::Auth(p) => p
+                    .instantiate_async(&mut store)
+                    .await
+                    .map(StageInstance::Auth),
+                StagePre::Routing(p) => p
+                    .instantiate_async(&mut store)
+                    .await
+                    .map(StageInstance::Routing),
+                StagePre::Transform(p) => p
+                    .instantiate_async(&mut store)
+                    .await
+                    .map(StageInstance::Transform),
+                StagePre::Billing(p) => p
+                    .instantiate_async(&mut store)
+                    .await
+                    .map(StageInstance::Billing),
+                StagePre::Logging(p) => p
+                    .instantiate_async(&mut store)
+                    .await
+                    .map(StageInstance::Logging),
+            };
+            (store, instance)
         }
-        .map_err(|e| self.err(PluginErrorKind::Instantiate(format!("{e:#}"))))?;
+    }
+
+    fn warm(
+        &self,
+        (store, instance): (Store<HostState>, wasmtime::Result<StageInstance>),
+    ) -> Result<Warm, PluginError> {
+        let instance = instance.map_err(|e| {
+            let trap = self.classify(e, store.data());
+            match trap.kind {
+                PluginErrorKind::Trap(detail) => self.err(PluginErrorKind::Instantiate(detail)),
+                other => self.err(other),
+            }
+        })?;
         self.stats.instantiations.fetch_add(1, Ordering::Relaxed);
         Ok(Warm {
             store,
@@ -235,9 +330,25 @@ impl LoadedPlugin {
         })
     }
 
-    /// Instantiates once and keeps the instance warm: the load-time self-test.
+    async fn instantiate(&self) -> Result<Warm, PluginError> {
+        let made = self.run_guest(self.instantiate_future()).await?;
+        self.warm(made)
+    }
+
+    /// Instantiates once and keeps the instance warm: the load-time self-test (not on the
+    /// request path: it waits on this thread, at most a second past the deadline).
     pub(crate) fn self_test(&self) -> Result<(), PluginError> {
-        let warm = self.instantiate()?;
+        let limit = self.settings.deadline + Duration::from_secs(1);
+        let made = self
+            .engine
+            .lane
+            .block_on(self.instantiate_future(), limit)
+            .map_err(|_| {
+                self.err(PluginErrorKind::Timeout {
+                    deadline_ms: limit.as_millis() as u64,
+                })
+            })?;
+        let warm = self.warm(made)?;
         if self.settings.instance_mode == InstanceMode::Pooled {
             let _ = self.pool.push(warm);
         }
@@ -249,32 +360,72 @@ impl LoadedPlugin {
         self.pool.len()
     }
 
+    /// Runs guest code: inline, then on the slow lane if it yields ([`super::lane`]). A plugin
+    /// that imports WASI could wait in a host call (a `wasi:io/poll` sleep) where no epoch
+    /// interrupts it: its calls also get a wall-clock bound.
+    async fn run_guest<T: Send + 'static>(
+        &self,
+        call: impl Future<Output = T> + Send + 'static,
+    ) -> Result<T, PluginError> {
+        let deadline_ms = self.settings.deadline.as_millis() as u64;
+        let out = if self.version.uses_wasi {
+            let bound = self.settings.deadline + self.engine.options.epoch_tick * 2;
+            match self
+                .engine
+                .lane
+                .run(async move { tokio::time::timeout(bound, call).await })
+                .await
+            {
+                Ok(Ok(v)) => Ok(v),
+                Ok(Err(_elapsed)) => Err(PluginErrorKind::Timeout { deadline_ms }),
+                Err(lost) => Err(PluginErrorKind::Trap(lost.to_string())),
+            }
+        } else {
+            self.engine
+                .lane
+                .run(call)
+                .await
+                .map_err(|lost| PluginErrorKind::Trap(lost.to_string()))
+        };
+        out.map_err(|kind| self.err(kind))
+    }
+
     /// Runs `call` on a warm (or fresh) instance, with the deadline and memory cap applied, and
     /// turns every failure into a [`PluginError`] naming this plugin.
-    fn with_instance<R: OutputSize>(
+    async fn with_instance<R, F, Fut>(
         &self,
         request_id: &str,
         config: Option<&Arc<str>>,
-        call: impl FnOnce(&StageInstance, &mut Store<HostState>) -> wasmtime::Result<R>,
-    ) -> Result<R, PluginError> {
+        call: F,
+    ) -> Result<R, PluginError>
+    where
+        R: OutputSize + Send + 'static,
+        F: FnOnce(Warm) -> Fut,
+        Fut: Future<Output = (Warm, wasmtime::Result<R>)> + Send + 'static,
+    {
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
-        let result = self.call_inner(request_id, config, call);
+        let result = self.call_inner(request_id, config, call).await;
         if result.is_err() {
             self.stats.failures.fetch_add(1, Ordering::Relaxed);
         }
         result
     }
 
-    fn call_inner<R: OutputSize>(
+    async fn call_inner<R, F, Fut>(
         &self,
         request_id: &str,
         config: Option<&Arc<str>>,
-        call: impl FnOnce(&StageInstance, &mut Store<HostState>) -> wasmtime::Result<R>,
-    ) -> Result<R, PluginError> {
+        call: F,
+    ) -> Result<R, PluginError>
+    where
+        R: OutputSize + Send + 'static,
+        F: FnOnce(Warm) -> Fut,
+        Fut: Future<Output = (Warm, wasmtime::Result<R>)> + Send + 'static,
+    {
         let pooled = self.settings.instance_mode == InstanceMode::Pooled;
         let mut warm = match pooled.then(|| self.pool.pop()).flatten() {
             Some(w) => w,
-            None => self.instantiate()?,
+            None => self.instantiate().await?,
         };
         {
             let data = warm.store.data_mut();
@@ -294,10 +445,11 @@ impl LoadedPlugin {
             if !Arc::ptr_eq(&data.config, &config) {
                 data.config = config;
             }
+            data.call_started = Instant::now();
         }
-        warm.store
-            .set_epoch_deadline(self.engine.deadline_ticks(self.settings.deadline));
-        let outcome = call(&warm.instance, &mut warm.store);
+        warm.store.set_epoch_deadline(1);
+        // A call past its wall-clock bound is dropped with its instance (never reused).
+        let (mut warm, outcome) = self.run_guest(call(warm)).await?;
         warm.calls += 1;
         match outcome {
             Ok(value) => {
@@ -343,30 +495,20 @@ impl LoadedPlugin {
         self.err(PluginErrorKind::Trap(detail))
     }
 
-    fn wrong_stage(&self) -> wasmtime::Error {
-        wasmtime::Error::msg(format!(
-            "plugin implements the {} stage",
-            self.version.stage
-        ))
-    }
-
-    fn checked<R: OutputSize>(
-        &self,
-        expected: Stage,
-        request_id: &str,
-        call: impl FnOnce(&StageInstance, &mut Store<HostState>) -> wasmtime::Result<R>,
-    ) -> Result<R, PluginError> {
-        self.checked_with(expected, request_id, None, call)
-    }
-
-    /// [`Self::checked`], the call seeing `config` instead of the plugin's own when given.
-    fn checked_with<R: OutputSize>(
+    /// [`Self::with_instance`] after checking the plugin implements `expected`; the call sees
+    /// `config` instead of the plugin's own when given (a policy route's).
+    async fn checked<R, F, Fut>(
         &self,
         expected: Stage,
         request_id: &str,
         config: Option<&Arc<str>>,
-        call: impl FnOnce(&StageInstance, &mut Store<HostState>) -> wasmtime::Result<R>,
-    ) -> Result<R, PluginError> {
+        call: F,
+    ) -> Result<R, PluginError>
+    where
+        R: OutputSize + Send + 'static,
+        F: FnOnce(Warm) -> Fut,
+        Fut: Future<Output = (Warm, wasmtime::Result<R>)> + Send + 'static,
+    {
         if self.version.stage != expected {
             return Err(PluginError::new(
                 &self.name,
@@ -376,23 +518,23 @@ impl LoadedPlugin {
                 },
             ));
         }
-        self.with_instance(request_id, config, call)
+        self.with_instance(request_id, config, call).await
     }
 
     /// Auth stage.
-    pub fn authenticate(
+    pub async fn authenticate(
         &self,
         request_id: &str,
         head: &RequestHead,
     ) -> Result<Result<Principal, Reject>, PluginError> {
-        self.checked(Stage::Auth, request_id, |inst, store| match inst {
-            StageInstance::Auth(p) => p.tollgate_plugin_auth().call_authenticate(store, head),
-            _ => Err(self.wrong_stage()),
-        })
+        let head = head.clone();
+        stage_call!(self, Auth, request_id, None, |p, store| p
+            .tollgate_plugin_auth()
+            .call_authenticate(store, &head))
     }
 
     /// Routing stage.
-    pub fn route(
+    pub async fn route(
         &self,
         request_id: &str,
         who: &Principal,
@@ -400,10 +542,11 @@ impl LoadedPlugin {
         candidates: &[Candidate],
     ) -> Result<Result<Vec<Attempt>, Reject>, PluginError> {
         self.route_with(request_id, None, who, summary, candidates)
+            .await
     }
 
     /// Routing stage, the plugin seeing `config` (a policy route's) instead of its own.
-    pub fn route_with(
+    pub async fn route_with(
         &self,
         request_id: &str,
         config: Option<&Arc<str>>,
@@ -411,84 +554,69 @@ impl LoadedPlugin {
         summary: &RequestSummary,
         candidates: &[Candidate],
     ) -> Result<Result<Vec<Attempt>, Reject>, PluginError> {
-        self.checked_with(
-            Stage::Routing,
-            request_id,
-            config,
-            |inst, store| match inst {
-                StageInstance::Routing(p) => p
-                    .tollgate_plugin_routing()
-                    .call_route(store, who, summary, candidates),
-                _ => Err(self.wrong_stage()),
-            },
-        )
+        let (who, summary, candidates) = (who.clone(), summary.clone(), candidates.to_vec());
+        stage_call!(self, Routing, request_id, config, |p, store| p
+            .tollgate_plugin_routing()
+            .call_route(store, &who, &summary, &candidates))
     }
 
     /// Transform stage: client request -> upstream request.
-    pub fn transform_request(
+    pub async fn transform_request(
         &self,
         request_id: &str,
         ctx: &TransformCtx,
         body: &[u8],
     ) -> Result<Result<UpstreamRequest, Reject>, PluginError> {
-        self.checked(Stage::Transform, request_id, |inst, store| match inst {
-            StageInstance::Transform(p) => p
-                .tollgate_plugin_transform()
-                .call_transform_request(store, ctx, body),
-            _ => Err(self.wrong_stage()),
-        })
+        let (ctx, body) = (ctx.clone(), body.to_vec());
+        stage_call!(self, Transform, request_id, None, |p, store| p
+            .tollgate_plugin_transform()
+            .call_transform_request(store, &ctx, &body))
     }
 
     /// Transform stage: complete upstream response -> client response.
-    pub fn transform_response(
+    pub async fn transform_response(
         &self,
         request_id: &str,
         ctx: &TransformCtx,
         status: u16,
         body: &[u8],
     ) -> Result<Result<ClientResponse, Reject>, PluginError> {
-        self.checked(Stage::Transform, request_id, |inst, store| match inst {
-            StageInstance::Transform(p) => p
-                .tollgate_plugin_transform()
-                .call_transform_response(store, ctx, status, body),
-            _ => Err(self.wrong_stage()),
-        })
+        let (ctx, body) = (ctx.clone(), body.to_vec());
+        stage_call!(self, Transform, request_id, None, |p, store| p
+            .tollgate_plugin_transform()
+            .call_transform_response(store, &ctx, status, &body))
     }
 
     /// Transform stage: one upstream stream event -> client events.
-    pub fn transform_event(
+    pub async fn transform_event(
         &self,
         request_id: &str,
         ctx: &TransformCtx,
         state: &[u8],
         event: &SseEvent,
     ) -> Result<Result<StreamOutput, Reject>, PluginError> {
-        self.checked(Stage::Transform, request_id, |inst, store| match inst {
-            StageInstance::Transform(p) => p
-                .tollgate_plugin_transform()
-                .call_transform_event(store, ctx, state, event),
-            _ => Err(self.wrong_stage()),
-        })
+        let (ctx, state, event) = (ctx.clone(), state.to_vec(), event.clone());
+        stage_call!(self, Transform, request_id, None, |p, store| p
+            .tollgate_plugin_transform()
+            .call_transform_event(store, &ctx, &state, &event))
     }
 
     /// Transform stage: the upstream stream ended.
-    pub fn end_of_stream(
+    pub async fn end_of_stream(
         &self,
         request_id: &str,
         ctx: &TransformCtx,
         state: &[u8],
     ) -> Result<Result<StreamOutput, Reject>, PluginError> {
-        self.checked(Stage::Transform, request_id, |inst, store| match inst {
-            StageInstance::Transform(p) => p
-                .tollgate_plugin_transform()
-                .call_end_of_stream(store, ctx, state),
-            _ => Err(self.wrong_stage()),
-        })
+        let (ctx, state) = (ctx.clone(), state.to_vec());
+        stage_call!(self, Transform, request_id, None, |p, store| p
+            .tollgate_plugin_transform()
+            .call_end_of_stream(store, &ctx, &state))
     }
 
     /// Billing stage: may the request proceed?
     /// `config`: the config this call sees instead of the plugin's own (a policy route's).
-    pub fn authorize(
+    pub async fn authorize(
         &self,
         request_id: &str,
         config: Option<&Arc<str>>,
@@ -497,22 +625,15 @@ impl LoadedPlugin {
         provider: &str,
         price: Price,
     ) -> Result<Result<Authorization, Reject>, PluginError> {
-        self.checked_with(
-            Stage::Billing,
-            request_id,
-            config,
-            |inst, store| match inst {
-                StageInstance::Billing(p) => p
-                    .tollgate_plugin_billing()
-                    .call_authorize(store, who, summary, provider, price),
-                _ => Err(self.wrong_stage()),
-            },
-        )
+        let (who, summary, provider) = (who.clone(), summary.clone(), provider.to_string());
+        stage_call!(self, Billing, request_id, config, |p, store| p
+            .tollgate_plugin_billing()
+            .call_authorize(store, &who, &summary, &provider, price))
     }
 
     /// Billing stage: the charge for a finished request.
     #[allow(clippy::too_many_arguments)]
-    pub fn settle(
+    pub async fn settle(
         &self,
         request_id: &str,
         config: Option<&Arc<str>>,
@@ -522,37 +643,43 @@ impl LoadedPlugin {
         usage: Usage,
         byok: bool,
     ) -> Result<Charge, PluginError> {
-        self.checked_with(
-            Stage::Billing,
-            request_id,
-            config,
-            |inst, store| match inst {
-                StageInstance::Billing(p) => p
-                    .tollgate_plugin_billing()
-                    .call_settle(store, who, provider, price, usage, byok),
-                _ => Err(self.wrong_stage()),
-            },
-        )
+        let (who, provider) = (who.clone(), provider.to_string());
+        stage_call!(self, Billing, request_id, config, |p, store| p
+            .tollgate_plugin_billing()
+            .call_settle(store, &who, &provider, price, usage, byok))
     }
 
     /// Logging stage: what may be stored of a finished request, and the content the plugin
     /// asked to store in place of the record's (`keep-content`), if it did.
-    pub fn retain(
+    pub async fn retain(
         &self,
         request_id: &str,
         record: &RequestRecord,
     ) -> Result<Retained, PluginError> {
-        self.checked(Stage::Logging, request_id, |inst, store| match inst {
-            StageInstance::Logging(p) => {
-                store.data_mut().kept_content = None;
-                let decision = p.tollgate_plugin_logging().call_retain(&mut *store, record);
-                let kept = store.data_mut().kept_content.take();
-                Ok(Retained {
-                    decision: decision?,
-                    kept_content: kept,
-                })
-            }
-            _ => Err(self.wrong_stage()),
-        })
+        let record = record.clone();
+        self.checked(
+            Stage::Logging,
+            request_id,
+            None,
+            move |mut w: Warm| async move {
+                let r = match &w.instance {
+                    StageInstance::Logging(p) => {
+                        w.store.data_mut().kept_content = None;
+                        let decision = p
+                            .tollgate_plugin_logging()
+                            .call_retain(&mut w.store, &record)
+                            .await;
+                        let kept = w.store.data_mut().kept_content.take();
+                        decision.map(|decision| Retained {
+                            decision,
+                            kept_content: kept,
+                        })
+                    }
+                    _ => Err(wasmtime::Error::msg(OTHER_STAGE)),
+                };
+                (w, r)
+            },
+        )
+        .await
     }
 }

@@ -2,7 +2,7 @@
 //! a compiled-artifact cache, and hot reload.
 //!
 //! ```text
-//! PluginEngine (Engine + Linker + epoch ticker)
+//! PluginEngine (Engine + Linker + epoch ticker + slow lane)
 //!   └─ PluginRegistry (ArcSwap<name -> Arc<LoadedPlugin>>, load errors)
 //!        └─ LoadedPlugin (one version: InstancePre + pool of warm instances + stats)
 //! ```
@@ -11,18 +11,22 @@ pub mod bindings;
 mod cache;
 mod engine;
 mod error;
+mod lane;
 mod loaded;
 mod registry;
 mod settings;
 mod state;
+mod wasi;
 mod watch;
 
 pub use engine::{EngineOptions, PluginEngine};
 pub use error::{PluginError, PluginErrorKind};
+pub use lane::LaneOptions;
 pub use loaded::{LoadedPlugin, PluginStats, PluginVersion, Retained};
 pub use registry::{plugin_name, PluginRegistry, PluginStatus, SettingsTable, WIT_VERSION};
 pub use settings::{InstanceMode, PluginSettings};
 pub use state::{HostContext, HostServices, NoServices};
+pub use wasi::OutputLimits;
 pub use watch::{watch, WatchHandle};
 
 /// The five stages a request passes through, in order.

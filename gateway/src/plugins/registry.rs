@@ -72,6 +72,8 @@ pub struct PluginRegistry {
     errors: Mutex<LoadErrors>,
     /// Serializes publishers (loads from the watcher and from the API).
     publish: Mutex<()>,
+    /// The stage each configured plugin name must implement (from the config and policy).
+    expected: ArcSwap<HashMap<String, Stage>>,
 }
 
 /// The plugin name for a file: its stem (`auth-apikey.wasm` -> `auth-apikey`).
@@ -86,18 +88,32 @@ pub fn plugin_name(path: &Path) -> Option<String> {
     Some(stem.to_string())
 }
 
-/// Finds the one stage interface a component exports and the WIT version it was built against.
-fn inspect(engine: &wasmtime::Engine, component: &Component) -> Result<(Stage, String), String> {
+/// What [`inspect`] learns of a component.
+struct Inspected {
+    stage: Stage,
+    wit_version: String,
+    uses_wasi: bool,
+}
+
+/// Finds the one stage interface a component exports, the WIT version it was built against, and
+/// whether it imports WASI. Imports other than `tollgate:plugin` and `wasi:*` are refused here;
+/// a `wasi:*` interface the host does not link (e.g. `wasi:http`) fails at link time.
+fn inspect(engine: &wasmtime::Engine, component: &Component) -> Result<Inspected, String> {
     let ty = component.component_type();
+    let mut uses_wasi = false;
     for (name, _) in ty.imports(engine) {
+        if name.starts_with("wasi:") {
+            uses_wasi = true;
+            continue;
+        }
         let allowed = name
             .strip_prefix(WIT_PACKAGE)
             .and_then(|rest| rest.strip_prefix('/'))
             .is_some_and(|rest| rest.starts_with("host@") || rest.starts_with("types@"));
         if !allowed {
             return Err(format!(
-                "imports '{name}'; plugins may import only {WIT_PACKAGE}/host (no WASI: build for \
-                 wasm32-unknown-unknown, see docs/plugins.md)"
+                "imports '{name}'; plugins may import only {WIT_PACKAGE}/host and WASI \
+                 (see docs/plugins.md)"
             ));
         }
     }
@@ -134,7 +150,11 @@ fn inspect(engine: &wasmtime::Engine, component: &Component) -> Result<(Stage, S
              (rebuild it with a matching plugin SDK)"
         ));
     }
-    Ok((stage, version))
+    Ok(Inspected {
+        stage,
+        wit_version: version,
+        uses_wasi,
+    })
 }
 
 /// Same major, and for 0.x the same minor (semver: 0.x minor bumps are breaking).
@@ -168,6 +188,7 @@ impl PluginRegistry {
             plugins: ArcSwap::from_pointee(HashMap::new()),
             errors: Mutex::new(LoadErrors::default()),
             publish: Mutex::new(()),
+            expected: ArcSwap::from_pointee(HashMap::new()),
         })
     }
 
@@ -177,6 +198,37 @@ impl PluginRegistry {
 
     pub fn host_context(&self) -> &Arc<HostContext> {
         &self.shared
+    }
+
+    /// Declares the stage each plugin name is configured for: a file under that name exporting
+    /// another stage is refused at load (the version serving, if any, keeps serving).
+    pub fn expect_stages(&self, stages: impl IntoIterator<Item = (String, Stage)>) {
+        let mut map = HashMap::clone(&self.expected.load());
+        map.extend(stages);
+        self.expected.store(Arc::new(map));
+    }
+
+    /// A new version may not change a plugin's stage: not the stage it is configured for, not
+    /// the stage of the version serving (a logging component written over a routing plugin's
+    /// file would fail every request).
+    fn check_stage(&self, name: &str, stage: Stage) -> Result<(), String> {
+        if let Some(&want) = self.expected.load().get(name) {
+            if want != stage {
+                return Err(format!(
+                    "exports the {stage} stage, but '{name}' is configured for the {want} stage"
+                ));
+            }
+        }
+        if let Some(active) = self.get(name) {
+            if active.stage() != stage {
+                return Err(format!(
+                    "exports the {stage} stage, but the version serving implements {}; a \
+                     plugin cannot change stage under the same name",
+                    active.stage()
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The version of `name` currently serving calls.
@@ -287,12 +339,22 @@ impl PluginRegistry {
             None => Component::new(engine, &wasm).map(|c| (c, false)),
         }
         .map_err(|e| load_err(format!("not a valid component: {e:#}")))?;
-        let (stage, wit_version) = inspect(engine, &component).map_err(load_err)?;
+        let Inspected {
+            stage,
+            wit_version,
+            uses_wasi,
+        } = inspect(engine, &component).map_err(load_err)?;
+        self.check_stage(name, stage).map_err(load_err)?;
         let instance_pre = self
             .engine
             .linker
             .instantiate_pre(&component)
-            .map_err(|e| load_err(format!("cannot link: {e:#}")))?;
+            .map_err(|e| {
+                load_err(format!(
+                    "cannot link: {e:#} (the host provides {WIT_PACKAGE}/host and WASI 0.2 \
+                 clocks, random, cli, io, filesystem and sockets, granting none of them)"
+                ))
+            })?;
         let typed =
             |e: wasmtime::Error| load_err(format!("exports do not match the {stage} world: {e:#}"));
         let pre = match stage {
@@ -317,6 +379,7 @@ impl PluginRegistry {
             sha256,
             file: path.to_path_buf(),
             size_bytes: wasm.len() as u64,
+            uses_wasi,
             loaded_at: SystemTime::now(),
             load_ms: 0.0,
             from_cache,

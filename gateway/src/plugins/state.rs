@@ -2,12 +2,19 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::common::tollgate::plugin::{host, types};
 use super::bindings::{ApiKeyInfo, LogLevel, Price};
+use super::wasi::{self, OutputGate};
+
+/// Most WASI resources (streams, pollables...) one instance may hold: they live in host memory,
+/// which the linear-memory cap does not see.
+const MAX_WASI_RESOURCES: usize = 1024;
 
 /// Data the gateway provides to plugins through the host interface: key lookup, balances,
 /// prices. The store implements it; tests use small in-memory ones.
@@ -158,6 +165,36 @@ pub struct HostState {
     /// What a logging plugin asked to store in place of the record's content (`keep-content`),
     /// taken by the host after `retain`.
     pub(crate) kept_content: Option<(Vec<u8>, Vec<u8>)>,
+    /// When the current call (or instantiation) started, and its budget: the epoch callback
+    /// interrupts the guest past it.
+    pub(crate) call_started: Instant,
+    pub(crate) deadline: Duration,
+    /// The WASI context, made on the guest's first WASI call (deny by default).
+    wasi: Option<Box<WasiParts>>,
+    output: Arc<OutputGate>,
+}
+
+struct WasiParts {
+    ctx: WasiCtx,
+    table: ResourceTable,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        let (plugin, output) = (&self.plugin, &self.output);
+        let parts = self.wasi.get_or_insert_with(|| {
+            let mut table = ResourceTable::new();
+            table.set_max_capacity(MAX_WASI_RESOURCES);
+            Box::new(WasiParts {
+                ctx: wasi::deny_by_default(plugin, output),
+                table,
+            })
+        });
+        WasiCtxView {
+            ctx: &mut parts.ctx,
+            table: &mut parts.table,
+        }
+    }
 }
 
 impl HostState {
@@ -166,6 +203,8 @@ impl HostState {
         config: Arc<str>,
         memory_limit: u64,
         shared: Arc<HostContext>,
+        output: Arc<OutputGate>,
+        deadline: Duration,
     ) -> Self {
         HostState {
             limiter: MemoryLimiter {
@@ -178,6 +217,10 @@ impl HostState {
             request_id: String::new(),
             shared,
             kept_content: None,
+            call_started: Instant::now(),
+            deadline,
+            wasi: None,
+            output,
         }
     }
 

@@ -1,6 +1,7 @@
 //! A transform plugin that misbehaves on request, to prove the host contains it. The request
 //! body names the behaviour: `loop`, `trap`, `memory` (grow until refused), `huge` (return a
-//! body of the size given by `huge:<bytes>`), anything else is echoed back.
+//! body of the size given by `huge:<bytes>`), anything else is echoed back. A body containing
+//! `tollgate-test:loop` anywhere loops too (the looping-plugin benchmark).
 use tollgate_plugin_sdk::{
     export_plugin, ClientResponse, Reject, SseEvent, StreamOutput, Transform, TransformCtx,
     UpstreamRequest,
@@ -25,6 +26,9 @@ fn misbehave(body: &[u8]) -> Vec<u8> {
                 std::hint::black_box(&hoard);
             }
         }
+        // A whole request (the gateway's JSON) carrying the marker: loops like `loop`, so a
+        // benchmark can make some requests loop among others.
+        other if other.contains("tollgate-test:loop") => misbehave(b"loop"),
         other => match other.strip_prefix("huge:") {
             Some(n) => vec![b'x'; n.parse().unwrap_or(0)],
             None => body.to_vec(),

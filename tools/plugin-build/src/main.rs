@@ -1,7 +1,7 @@
 //! `plugin-build`: builds every plugin crate into a WebAssembly component the gateway can load.
 //!
 //! ```text
-//! cargo run -p plugin-build --release            # plugins/ and policies/examples/ -> target/plugins/, test-plugins/ -> target/test-plugins/
+//! cargo run -p plugin-build --release            # plugins/ and policies/examples/ -> target/plugins/, test-plugins/ and test-plugins-wasip2/ -> target/test-plugins/
 //! cargo run -p plugin-build --release -- --force # rebuild even when nothing changed
 //! ```
 //!
@@ -11,6 +11,10 @@
 //! to core wasm modules in one cargo call; wrap each module into a component; write it
 //! atomically (temp file + rename) so a watching gateway
 //! never reads half a file.
+//!
+//! `test-plugins-wasip2/` holds guests built the way a plugin author outside this repository
+//! builds one: `cargo build --target wasm32-wasip2` (rustup's target; its linker emits the
+//! component, WASI imports included). Without that target they are skipped, loudly.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -27,21 +31,42 @@ const PROFILE: &str = "plugin";
 struct Group {
     crates_dir: &'static str,
     out_dir: &'static str,
+    /// `wasm32-unknown-unknown` (core module, wrapped here) or `wasm32-wasip2` (a component).
+    target: &'static str,
 }
+
+const WASIP2: &str = "wasm32-wasip2";
+/// Python guests: a directory with `app.py` and `plugin.toml` (`world = "..."`), componentized
+/// by componentize-py (PyPI).
+const PYTHON: &str = "python";
 
 const GROUPS: &[Group] = &[
     Group {
         crates_dir: "plugins",
         out_dir: "target/plugins",
+        target: TARGET,
     },
     Group {
         crates_dir: "test-plugins",
         out_dir: "target/test-plugins",
+        target: TARGET,
     },
     // The worked routing examples of the policy docs: loaded like built-in plugins.
     Group {
         crates_dir: "policies/examples",
         out_dir: "target/plugins",
+        target: TARGET,
+    },
+    // WASI guests (deny-by-default tests, the Rust wasip2 template).
+    Group {
+        crates_dir: "test-plugins-wasip2",
+        out_dir: "target/test-plugins",
+        target: WASIP2,
+    },
+    Group {
+        crates_dir: "test-plugins-py",
+        out_dir: "target/test-plugins",
+        target: PYTHON,
     },
 ];
 
@@ -132,6 +157,7 @@ fn which(program: &str) -> bool {
 /// A plugin crate found on disk.
 struct PluginCrate {
     name: String,
+    target: &'static str,
     dir: PathBuf,
     out_file: PathBuf,
     stamp_file: PathBuf,
@@ -142,11 +168,21 @@ fn find_crates(root: &Path) -> Result<Vec<PluginCrate>> {
     for group in GROUPS {
         let dir = root.join(group.crates_dir);
         let out = root.join(group.out_dir);
+        if !dir.is_dir() {
+            continue;
+        }
         let mut entries: Vec<_> = fs::read_dir(&dir)
             .with_context(|| format!("reading {}", dir.display()))?
             .filter_map(|e| e.ok())
             .map(|e| e.path())
-            .filter(|p| p.join("Cargo.toml").is_file())
+            .filter(|p| {
+                let marker = if group.target == PYTHON {
+                    "plugin.toml"
+                } else {
+                    "Cargo.toml"
+                };
+                p.join(marker).is_file()
+            })
             .collect();
         entries.sort();
         for crate_dir in entries {
@@ -155,6 +191,7 @@ fn find_crates(root: &Path) -> Result<Vec<PluginCrate>> {
                 .map(|n| n.to_string_lossy().into_owned())
                 .context("crate dir without a name")?;
             crates.push(PluginCrate {
+                target: group.target,
                 out_file: out.join(format!("{name}.wasm")),
                 stamp_file: out.join(".stamps").join(&name),
                 name,
@@ -203,6 +240,7 @@ fn collect_files(base: &Path, dir: &Path, out: &mut BTreeMap<String, PathBuf>) -
 fn fingerprint(root: &Path, krate: &PluginCrate, toolchain_id: &str) -> Result<String> {
     let mut hasher = Sha256::new();
     hasher.update(toolchain_id.as_bytes());
+    hasher.update(krate.target.as_bytes());
     hasher.update(env!("CARGO_PKG_VERSION").as_bytes());
     for shared in ["wit", "plugin-sdk", "Cargo.lock", "Cargo.toml"] {
         hash_tree(&mut hasher, &root.join(shared))?;
@@ -234,6 +272,83 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
     fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))?;
     Ok(())
+}
+
+/// componentize-py: `$COMPONENTIZE_PY`, else the project's `.venv`, else `PATH`.
+fn componentize_py(root: &Path) -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("COMPONENTIZE_PY") {
+        return Some(PathBuf::from(p));
+    }
+    let venv = root.join(".venv/bin/componentize-py");
+    if venv.is_file() {
+        return Some(venv);
+    }
+    which("componentize-py").then(|| PathBuf::from("componentize-py"))
+}
+
+/// The `world = "..."` of a Python guest's `plugin.toml`.
+fn python_world(dir: &Path) -> Result<String> {
+    let text = fs::read_to_string(dir.join("plugin.toml"))?;
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("world"))
+        .filter_map(|rest| rest.trim().strip_prefix('='))
+        .map(|v| v.trim().trim_matches('"').to_string())
+        .next()
+        .with_context(|| format!("{}: plugin.toml names no world", dir.display()))
+}
+
+/// Builds the Python guests (one componentize-py run each, ~10 s).
+fn build_python(root: &Path, batch: &[&(&PluginCrate, String)]) -> Result<()> {
+    let Some(tool) = componentize_py(root) else {
+        eprintln!(
+            "plugin-build: SKIPPED {} Python guest(s): componentize-py not found (pip install \
+             componentize-py, or the project's .venv: scripts/test creates it)",
+            batch.len()
+        );
+        return Ok(());
+    };
+    for (krate, print) in batch {
+        let world = python_world(&krate.dir)?;
+        let dir = krate
+            .out_file
+            .parent()
+            .context("output without a directory")?;
+        fs::create_dir_all(dir)?;
+        let tmp = dir.join(format!(".{}.py.tmp", krate.name));
+        let status = Command::new(&tool)
+            .current_dir(root)
+            .args(["-d", "wit", "-w", &world, "componentize", "-p"])
+            .arg(&krate.dir)
+            .args(["app", "-o"])
+            .arg(&tmp)
+            .status()
+            .with_context(|| format!("running {}", tool.display()))?;
+        if !status.success() {
+            bail!("componentize-py failed for {} ({status})", krate.name);
+        }
+        fs::rename(&tmp, &krate.out_file)?;
+        write_atomically(&krate.stamp_file, print.as_bytes())?;
+        println!(
+            "plugin-build: {} (Python) -> {} ({} KB)",
+            krate.name,
+            krate.out_file.display(),
+            fs::metadata(&krate.out_file)?.len() / 1024
+        );
+    }
+    Ok(())
+}
+
+/// Whether rustup has `target` installed.
+fn rustup_has(target: &str) -> bool {
+    Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l.trim() == target)
+        })
+        .unwrap_or(false)
 }
 
 fn workspace_root() -> Result<PathBuf> {
@@ -268,41 +383,67 @@ fn main() -> Result<()> {
     }
 
     let target_dir = root.join("target").join("wasm");
-    println!(
-        "plugin-build: building {} plugin(s) with {toolchain_id}",
-        stale.len()
-    );
-    let mut cargo = toolchain.cargo();
-    cargo
-        .current_dir(&root)
-        .args(["build", "--profile", PROFILE, "--target", TARGET])
-        .arg("--target-dir")
-        .arg(&target_dir);
-    for (krate, _) in &stale {
-        cargo.args(["-p", &krate.name]);
+    let python: Vec<_> = stale.iter().filter(|(k, _)| k.target == PYTHON).collect();
+    if !python.is_empty() {
+        build_python(&root, &python)?;
     }
-    let status = cargo.status().context("running cargo for the wasm build")?;
-    if !status.success() {
-        bail!("cargo build for {TARGET} failed ({status})");
-    }
-
-    for (krate, print) in stale {
-        let module_path = target_dir
-            .join(TARGET)
-            .join(PROFILE)
-            .join(format!("{}.wasm", krate.name.replace('-', "_")));
-        let module =
-            fs::read(&module_path).with_context(|| format!("reading {}", module_path.display()))?;
-        let component =
-            componentize(&module).with_context(|| format!("componentizing {}", krate.name))?;
-        write_atomically(&krate.out_file, &component)?;
-        write_atomically(&krate.stamp_file, print.as_bytes())?;
+    for target in [TARGET, WASIP2] {
+        let batch: Vec<_> = stale.iter().filter(|(k, _)| k.target == target).collect();
+        if batch.is_empty() {
+            continue;
+        }
+        let mut cargo = if target == WASIP2 {
+            if !rustup_has(WASIP2) {
+                eprintln!(
+                    "plugin-build: SKIPPED {} {WASIP2} guest(s): rustup's {WASIP2} target is not \
+                     installed (scripts/setup-toolchain installs it)",
+                    batch.len()
+                );
+                continue;
+            }
+            let mut cmd = Command::new("cargo");
+            clean_env(&mut cmd);
+            cmd
+        } else {
+            toolchain.cargo()
+        };
         println!(
-            "plugin-build: {} -> {} ({} KB)",
-            krate.name,
-            krate.out_file.display(),
-            component.len() / 1024
+            "plugin-build: building {} plugin(s) for {target} with {toolchain_id}",
+            batch.len()
         );
+        cargo
+            .current_dir(&root)
+            .args(["build", "--profile", PROFILE, "--target", target])
+            .arg("--target-dir")
+            .arg(&target_dir);
+        for (krate, _) in &batch {
+            cargo.args(["-p", &krate.name]);
+        }
+        let status = cargo.status().context("running cargo for the wasm build")?;
+        if !status.success() {
+            bail!("cargo build for {target} failed ({status})");
+        }
+        for (krate, print) in batch {
+            let built = target_dir
+                .join(target)
+                .join(PROFILE)
+                .join(format!("{}.wasm", krate.name.replace('-', "_")));
+            let bytes = fs::read(&built).with_context(|| format!("reading {}", built.display()))?;
+            // wasip2's linker already wrote a component; a core module is wrapped here.
+            let component = if target == WASIP2 {
+                bytes
+            } else {
+                componentize(&bytes).with_context(|| format!("componentizing {}", krate.name))?
+            };
+            write_atomically(&krate.out_file, &component)?;
+            write_atomically(&krate.stamp_file, print.as_bytes())?;
+            println!(
+                "plugin-build: {} -> {} ({} KB)",
+                krate.name,
+                krate.out_file.display(),
+                component.len() / 1024
+            );
+        }
     }
     Ok(())
 }

@@ -1,0 +1,206 @@
+//! Where guest code runs, so that no plugin can hold a proxy worker.
+//!
+//! Every call starts inline, on the proxy worker that awaits it: most finish within
+//! microseconds, and a thread hand-off would cost more than the call. Guest code yields at each
+//! epoch tick (wasmtime's async support, `UpdateDeadline::Yield`), so a call that is still
+//! running at its first tick — a slow or looping plugin — returns `Pending` there; it is then
+//! moved to the *slow lane*: a few low-priority threads (nice 19 by default) of their own tokio
+//! runtime, where it runs on to its end or its deadline. The proxy worker is free again after at
+//! most one tick, and under load the kernel gives the slow lane what the workers leave over.
+//!
+//! Moving a call is possible because every stage call is an owned `'static` future (its store,
+//! instance and arguments inside), and a wasmtime fiber may resume on any thread.
+
+use std::future::Future;
+use std::sync::mpsc;
+use std::task::Poll;
+use std::time::Duration;
+
+/// The call did not come back: its slow-lane task was lost (the runtime shut down).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lost;
+
+impl std::fmt::Display for Lost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the call did not come back from the plugin slow lane")
+    }
+}
+
+/// Options of the slow lane.
+#[derive(Debug, Clone)]
+pub struct LaneOptions {
+    /// Threads of the slow lane.
+    pub threads: usize,
+    /// Their nice value (0 = the workers' priority, 19 = the lowest).
+    pub nice: i32,
+}
+
+impl Default for LaneOptions {
+    fn default() -> Self {
+        LaneOptions {
+            threads: 2,
+            nice: 19,
+        }
+    }
+}
+
+/// The slow lane: a tokio runtime on low-priority threads.
+pub struct SlowLane {
+    runtime: Option<tokio::runtime::Runtime>,
+    handle: tokio::runtime::Handle,
+}
+
+impl std::fmt::Debug for SlowLane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlowLane").finish_non_exhaustive()
+    }
+}
+
+/// Lowers the calling thread's priority (Linux: nice applies per thread).
+fn lower_priority(nice: i32) {
+    if nice == 0 {
+        return;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: plain syscalls on the current thread's id; no memory is shared.
+        let rc = unsafe {
+            let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+            libc::setpriority(libc::PRIO_PROCESS, tid, nice)
+        };
+        if rc != 0 {
+            tracing::warn!(
+                nice,
+                error = %std::io::Error::last_os_error(),
+                "cannot lower the plugin slow lane's priority"
+            );
+        }
+    }
+}
+
+impl SlowLane {
+    pub fn new(options: &LaneOptions) -> std::io::Result<Self> {
+        let nice = options.nice.clamp(0, 19);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(options.threads.max(1))
+            .thread_name("wasm-slow")
+            .on_thread_start(move || lower_priority(nice))
+            .enable_all()
+            .build()?;
+        let handle = runtime.handle().clone();
+        Ok(SlowLane {
+            runtime: Some(runtime),
+            handle,
+        })
+    }
+
+    /// Runs `call`: inline until its first yield, then on the slow lane.
+    pub async fn run<T, F>(&self, call: F) -> Result<T, Lost>
+    where
+        F: Future<Output = T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let mut call = Box::pin(call);
+        let first = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await;
+        match first {
+            Poll::Ready(value) => Ok(value),
+            Poll::Pending => self.handle.spawn(call).await.map_err(|_| Lost),
+        }
+    }
+
+    /// Runs `call` on the slow lane and waits for it on this thread (for loads, which are not
+    /// on the request path), at most `limit`.
+    pub fn block_on<T, F>(&self, call: F, limit: Duration) -> Result<T, Lost>
+    where
+        F: Future<Output = T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let task = self.handle.spawn(async move {
+            let _ = tx.send(call.await);
+        });
+        let out = rx.recv_timeout(limit).map_err(|_| Lost);
+        task.abort();
+        out
+    }
+}
+
+impl Drop for SlowLane {
+    fn drop(&mut self) {
+        // Dropping a runtime inside another runtime's context panics; shut down in background.
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Polls `fut` once with a no-op waker (tests: does a call finish inline?).
+#[cfg(test)]
+fn poll_once<F: Future>(fut: F) -> Poll<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    fut.as_mut().poll(&mut cx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_futures_finish_inline() {
+        assert_eq!(poll_once(async { 7 }), Poll::Ready(7));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_yielding_call_moves_to_the_slow_lane() {
+        let lane = SlowLane::new(&LaneOptions::default()).expect("lane");
+        let here = std::thread::current().id();
+        let ran_on = lane
+            .run(async {
+                tokio::task::yield_now().await;
+                std::thread::current().id()
+            })
+            .await
+            .expect("not lost");
+        assert_ne!(
+            ran_on, here,
+            "a call that yields finishes on a slow-lane thread"
+        );
+        let inline = lane
+            .run(async { std::thread::current().id() })
+            .await
+            .expect("not lost");
+        assert_eq!(inline, here, "a call that does not yield stays inline");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_looping_call_leaves_the_worker_free() {
+        // The worker is a current-thread runtime: if the looping call held it, the ticker
+        // below could not advance.
+        let lane = SlowLane::new(&LaneOptions::default()).expect("lane");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s = stop.clone();
+        let looping = lane.run(async move {
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                tokio::task::yield_now().await;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        let ticks = async {
+            for _ in 0..20 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        };
+        let (r, ()) = tokio::join!(looping, ticks);
+        assert_eq!(r, Ok(()));
+    }
+
+    #[test]
+    fn block_on_waits_with_a_bound() {
+        let lane = SlowLane::new(&LaneOptions::default()).expect("lane");
+        assert_eq!(lane.block_on(async { 3 }, Duration::from_secs(5)), Ok(3));
+        let never = lane.block_on(std::future::pending::<()>(), Duration::from_millis(20));
+        assert_eq!(never, Err(Lost));
+    }
+}
