@@ -62,6 +62,12 @@ fn engine_options(
         }
         out.epoch_tick = Duration::from_millis(ms);
     }
+    if let Some(ms) = f.inline_budget_ms.or(d.inline_budget_ms) {
+        if !(1..=10_000).contains(&ms) {
+            bail!("plugins.inline_budget_ms: {ms} is out of range (1-10000)");
+        }
+        out.inline_budget = Duration::from_millis(ms);
+    }
     if let Some(n) = f.slow_lane_threads.or(d.slow_lane_threads) {
         out.lane.threads = positive(Some(n), 1, "plugins.slow_lane_threads")?;
     }

@@ -104,6 +104,8 @@ pub struct Plugins {
     /// Epoch tick: deadline granularity, and the longest a guest runs on a proxy worker before
     /// its call moves to the slow lane.
     pub epoch_tick_ms: Option<u64>,
+    /// CPU a guest call may use on a proxy worker before it moves to the slow lane.
+    pub inline_budget_ms: Option<u64>,
     /// Threads of the slow lane, and their nice value (0-19).
     pub slow_lane_threads: Option<usize>,
     pub slow_lane_nice: Option<i32>,

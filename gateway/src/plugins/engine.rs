@@ -28,6 +28,9 @@ pub struct EngineOptions {
     pub pool_total_instances: u32,
     /// Largest linear memory any plugin may have; per-plugin caps must not exceed it.
     pub max_memory_bytes: u64,
+    /// CPU time a guest call may use on a proxy worker before it moves to the slow lane
+    /// (checked at each epoch tick).
+    pub inline_budget: Duration,
     /// Where long-running guest calls continue ([`super::lane`]).
     pub lane: LaneOptions,
     /// How much of a plugin's stdout/stderr reaches the log.
@@ -37,9 +40,10 @@ pub struct EngineOptions {
 impl Default for EngineOptions {
     fn default() -> Self {
         EngineOptions {
-            // A looping call holds its worker for at most one tick (half on average) before it
-            // moves to the slow lane; 2 ms keeps that short at ~500 wakeups a second.
+            // Deadlines are checked, and long calls moved off the worker, at each tick: 2 ms
+            // keeps a looping call's hold on a worker short at ~500 wakeups a second.
             epoch_tick: Duration::from_millis(2),
+            inline_budget: Duration::from_millis(1),
             pooling: true,
             pool_total_instances: 1000,
             max_memory_bytes: 256 << 20,

@@ -1,12 +1,14 @@
 //! Where guest code runs, so that no plugin can hold a proxy worker.
 //!
 //! Every call starts inline, on the proxy worker that awaits it: most finish within
-//! microseconds, and a thread hand-off would cost more than the call. Guest code yields at each
-//! epoch tick (wasmtime's async support, `UpdateDeadline::Yield`), so a call that is still
-//! running at its first tick — a slow or looping plugin — returns `Pending` there; it is then
-//! moved to the *slow lane*: a few low-priority threads (nice 19 by default) of their own tokio
-//! runtime, where it runs on to its end or its deadline. The proxy worker is free again after at
-//! most one tick, and under load the kernel gives the slow lane what the workers leave over.
+//! microseconds, and a thread hand-off would cost more than the call. At each epoch tick the
+//! host looks at the CPU time the call has used on this thread (`CLOCK_THREAD_CPUTIME_ID`, so a
+//! call the kernel merely preempted is not blamed): past the inline budget (1 ms by default)
+//! the guest yields (wasmtime's async support, `UpdateDeadline::Yield`) and the call, now
+//! `Pending`, moves to the *slow lane*: a few lower-priority threads (nice 10 by default) of
+//! their own tokio runtime, where it runs on to its end or its deadline. So a looping plugin
+//! holds a proxy worker for about the budget plus one tick, and under load the kernel gives the
+//! slow lane a small share.
 //!
 //! Moving a call is possible because every stage call is an owned `'static` future (its store,
 //! instance and arguments inside), and a wasmtime fiber may resume on any thread.
@@ -39,9 +41,29 @@ impl Default for LaneOptions {
     fn default() -> Self {
         LaneOptions {
             threads: 2,
-            nice: 19,
+            // 10, not 19: a plugin that is merely slow (a Python guardrail at a few ms) still
+            // gets ~10 % of a saturated machine, where 19 would starve it past its deadline.
+            nice: 10,
         }
     }
+}
+
+/// CPU time the calling thread has used (zero where the clock is unavailable: then no call is
+/// ever moved for its CPU use, only deadlines apply).
+pub(crate) fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec we own.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(
+        ts.tv_sec.max(0) as u64,
+        ts.tv_nsec.clamp(0, 999_999_999) as u32,
+    )
 }
 
 /// The slow lane: a tokio runtime on low-priority threads.

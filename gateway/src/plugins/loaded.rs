@@ -10,10 +10,10 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use crossbeam_queue::ArrayQueue;
-use wasmtime::{Store, UpdateDeadline};
+use wasmtime::Store;
 
 use super::bindings::*;
 use super::engine::PluginEngine;
@@ -251,8 +251,8 @@ impl LoadedPlugin {
         PluginError::new(&self.name, Some(self.version.stage), kind)
     }
 
-    /// A store for a new instance: memory cap, and the deadline callback that yields at every
-    /// epoch tick (so the call can leave the worker) and interrupts the guest at its deadline.
+    /// A store for a new instance: memory cap, and the epoch callback that interrupts the guest
+    /// at its deadline and makes it yield (leave the worker) past its inline CPU budget.
     fn new_store(&self) -> Store<HostState> {
         let state = HostState::new(
             self.name.clone(),
@@ -261,17 +261,11 @@ impl LoadedPlugin {
             self.shared.clone(),
             self.output.clone(),
             self.settings.deadline,
+            self.engine.options.inline_budget,
         );
         let mut store = Store::new(&self.engine.engine, state);
         store.limiter(|s| &mut s.limiter);
-        store.epoch_deadline_callback(|ctx| {
-            let data = ctx.data();
-            Ok(if data.call_started.elapsed() >= data.deadline {
-                UpdateDeadline::Interrupt
-            } else {
-                UpdateDeadline::Yield(1)
-            })
-        });
+        store.epoch_deadline_callback(|mut ctx| Ok(ctx.data_mut().at_tick()));
         store
     }
 
@@ -281,7 +275,7 @@ impl LoadedPlugin {
     ) -> impl Future<Output = (Store<HostState>, wasmtime::Result<StageInstance>)> + Send + 'static
     {
         let mut store = self.new_store();
-        store.data_mut().call_started = Instant::now();
+        store.data_mut().start_call();
         store.set_epoch_deadline(1);
         let pre = self.pre.clone();
         async move {
@@ -445,7 +439,7 @@ impl LoadedPlugin {
             if !Arc::ptr_eq(&data.config, &config) {
                 data.config = config;
             }
-            data.call_started = Instant::now();
+            data.start_call();
         }
         warm.store.set_epoch_deadline(1);
         // A call past its wall-clock bound is dropped with its instance (never reused).

@@ -169,6 +169,11 @@ pub struct HostState {
     /// interrupts the guest past it.
     pub(crate) call_started: Instant,
     pub(crate) deadline: Duration,
+    /// This thread's CPU time when the call started, and the CPU a call may use on a proxy
+    /// worker before it moves to the slow lane; `moved` once it has.
+    cpu_started: Duration,
+    inline_budget: Duration,
+    moved: bool,
     /// The WASI context, made on the guest's first WASI call (deny by default).
     wasi: Option<Box<WasiParts>>,
     output: Arc<OutputGate>,
@@ -205,6 +210,7 @@ impl HostState {
         shared: Arc<HostContext>,
         output: Arc<OutputGate>,
         deadline: Duration,
+        inline_budget: Duration,
     ) -> Self {
         HostState {
             limiter: MemoryLimiter {
@@ -219,9 +225,37 @@ impl HostState {
             kept_content: None,
             call_started: Instant::now(),
             deadline,
+            cpu_started: Duration::ZERO,
+            inline_budget,
+            moved: false,
             wasi: None,
             output,
         }
+    }
+
+    /// A call (or instantiation) starts now, on this thread.
+    pub(crate) fn start_call(&mut self) {
+        self.call_started = Instant::now();
+        self.cpu_started = super::lane::thread_cpu_time();
+        self.moved = false;
+    }
+
+    /// At an epoch tick during guest code: interrupt past the deadline; yield (and so move to
+    /// the slow lane, or take turns there) once the call has used its inline CPU budget;
+    /// otherwise run on.
+    pub(crate) fn at_tick(&mut self) -> wasmtime::UpdateDeadline {
+        use wasmtime::UpdateDeadline;
+        if self.call_started.elapsed() >= self.deadline {
+            return UpdateDeadline::Interrupt;
+        }
+        if !self.moved {
+            let used = super::lane::thread_cpu_time().saturating_sub(self.cpu_started);
+            if used < self.inline_budget {
+                return UpdateDeadline::Continue(1);
+            }
+            self.moved = true;
+        }
+        UpdateDeadline::Yield(1)
     }
 
     fn kv_key(&self, key: &str) -> String {
