@@ -2,9 +2,9 @@
 //!
 //! Every call starts inline, on the proxy worker that awaits it: most finish within
 //! microseconds, and a thread hand-off would cost more than the call. At each epoch tick the
-//! host looks at the CPU time the call has used on this thread (`CLOCK_THREAD_CPUTIME_ID`, so a
-//! call the kernel merely preempted is not blamed): past the inline budget (1 ms by default)
-//! the guest yields (wasmtime's async support, `UpdateDeadline::Yield`) and the call, now
+//! host looks at the CPU time the call has used on this thread since the first tick it reached
+//! (`CLOCK_THREAD_CPUTIME_ID`, so a call the kernel merely preempted is not blamed): past the
+//! inline budget (1 ms by default) the guest yields (wasmtime's async support, `UpdateDeadline::Yield`) and the call, now
 //! `Pending`, moves to the *slow lane*: a few lower-priority threads (nice 10 by default) of
 //! their own tokio runtime, where it runs on to its end or its deadline. So a looping plugin
 //! holds a proxy worker for about the budget plus one tick, and under load the kernel gives the

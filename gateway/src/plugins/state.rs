@@ -169,9 +169,11 @@ pub struct HostState {
     /// interrupts the guest past it.
     pub(crate) call_started: Instant,
     pub(crate) deadline: Duration,
-    /// This thread's CPU time when the call started, and the CPU a call may use on a proxy
-    /// worker before it moves to the slow lane; `moved` once it has.
-    cpu_started: Duration,
+    /// This thread's CPU time at the first epoch tick the call reached (None before: the clock
+    /// is a syscall, so calls that end within a tick — nearly all — never read it), and the CPU
+    /// a call may use on a proxy worker past that tick before it moves to the slow lane;
+    /// `moved` once it has.
+    cpu_at_first_tick: Option<Duration>,
     inline_budget: Duration,
     moved: bool,
     /// The WASI context, made on the guest's first WASI call (deny by default).
@@ -225,7 +227,7 @@ impl HostState {
             kept_content: None,
             call_started: Instant::now(),
             deadline,
-            cpu_started: Duration::ZERO,
+            cpu_at_first_tick: None,
             inline_budget,
             moved: false,
             wasi: None,
@@ -236,21 +238,23 @@ impl HostState {
     /// A call (or instantiation) starts now, on this thread.
     pub(crate) fn start_call(&mut self) {
         self.call_started = Instant::now();
-        self.cpu_started = super::lane::thread_cpu_time();
+        self.cpu_at_first_tick = None;
         self.moved = false;
     }
 
     /// At an epoch tick during guest code: interrupt past the deadline; yield (and so move to
-    /// the slow lane, or take turns there) once the call has used its inline CPU budget;
-    /// otherwise run on.
+    /// the slow lane, or take turns there) once the call has used its inline CPU budget since
+    /// the first tick it reached; otherwise run on. A looping call so holds a worker for up to
+    /// one tick plus the budget plus one tick (5 ms with the defaults).
     pub(crate) fn at_tick(&mut self) -> wasmtime::UpdateDeadline {
         use wasmtime::UpdateDeadline;
         if self.call_started.elapsed() >= self.deadline {
             return UpdateDeadline::Interrupt;
         }
         if !self.moved {
-            let used = super::lane::thread_cpu_time().saturating_sub(self.cpu_started);
-            if used < self.inline_budget {
+            let now = super::lane::thread_cpu_time();
+            let since = *self.cpu_at_first_tick.get_or_insert(now);
+            if now.saturating_sub(since) < self.inline_budget {
                 return UpdateDeadline::Continue(1);
             }
             self.moved = true;

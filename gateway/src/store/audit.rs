@@ -100,8 +100,7 @@ impl Store {
     pub async fn append_audit(&self, entry: &Audit) -> Result<()> {
         let _turn = self.write_turn().await;
         let mut tx = self
-            .pool
-            .begin()
+            .begin_write()
             .await
             .map_err(db("writing the audit log"))?;
         write_audit(&mut tx, entry).await?;

@@ -245,8 +245,7 @@ impl Store {
     ) -> std::result::Result<Rotation, ByokError> {
         let _turn = self.write_turn().await;
         let mut tx = self
-            .pool
-            .begin()
+            .begin_write()
             .await
             .map_err(db("starting a master-key rotation"))?;
         // Write first: SQLite takes its write lock now (waiting in its busy handler) rather

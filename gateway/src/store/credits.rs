@@ -99,8 +99,7 @@ impl Store {
                 .await;
         }
         let mut tx = self
-            .pool
-            .begin()
+            .begin_write()
             .await
             .map_err(db("starting a reservation"))?;
         // Lock the org's account row first (see the module comment).
@@ -338,7 +337,7 @@ impl Store {
             return Ok(());
         }
         let _turn = self.write_turn().await;
-        let mut tx = self.pool.begin().await.map_err(db("starting a release"))?;
+        let mut tx = self.begin_write().await.map_err(db("starting a release"))?;
         release_in(&mut tx, request_id).await?;
         tx.commit().await.map_err(db("committing a release"))
     }

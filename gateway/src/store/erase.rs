@@ -48,7 +48,7 @@ impl Store {
         let started = Instant::now();
         let doing = "deleting an org";
         let _turn = self.write_turn().await;
-        let mut tx = self.pool.begin().await.map_err(db(doing))?;
+        let mut tx = self.begin_write().await.map_err(db(doing))?;
         let exists = sqlx::query("SELECT id FROM orgs WHERE id = $1 AND deleted_at IS NULL")
             .bind(org_id)
             .fetch_optional(&mut *tx)

@@ -56,7 +56,7 @@ impl Store {
     ) -> Result<ApiKey> {
         let now = now_ms();
         let _turn = self.write_turn().await;
-        let mut tx = self.pool.begin().await.map_err(db(doing))?;
+        let mut tx = self.begin_write().await.map_err(db(doing))?;
         let mut hashes = self.announce_in(&mut tx, key_id).await?;
         let mut query = sqlx::query(sql).bind(now).bind(key_id);
         for b in binds {
@@ -206,7 +206,7 @@ impl Store {
     ) -> Result<(ApiKey, String)> {
         let (key, plaintext) = self.create_key_with(org_id, new, secret).await?;
         let _turn = self.write_turn().await;
-        let mut tx = self.pool.begin().await.map_err(db("creating a key"))?;
+        let mut tx = self.begin_write().await.map_err(db("creating a key"))?;
         if let Some(member) = member_id {
             sqlx::query("UPDATE api_keys SET member_id = $1 WHERE id = $2")
                 .bind(member)

@@ -274,7 +274,7 @@ impl Store {
         now: i64,
         doing: &'static str,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await.map_err(db(doing))?;
+        let mut tx = self.begin_write().await.map_err(db(doing))?;
         let done = sqlx::query(sql)
             .bind(now)
             .bind(key_id)

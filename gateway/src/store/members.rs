@@ -109,7 +109,7 @@ impl Store {
             updated_at: now,
         };
         let _turn = self.write_turn().await;
-        let mut tx = self.pool.begin().await.map_err(db("adding a member"))?;
+        let mut tx = self.begin_write().await.map_err(db("adding a member"))?;
         sqlx::query(
             "INSERT INTO members (id, org_id, name, role, token_prefix, token_hash, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
@@ -199,7 +199,7 @@ impl Store {
     ) -> Result<OwnerGuard<Member>> {
         let member = self.member(member_id).await?;
         let _turn = self.write_turn().await;
-        let mut tx = self.pool.begin().await.map_err(db("changing a role"))?;
+        let mut tx = self.begin_write().await.map_err(db("changing a role"))?;
         if member.role == Role::Owner
             && role != Role::Owner
             && !self.other_owner_left(&mut tx, &member).await?
@@ -228,7 +228,7 @@ impl Store {
     pub async fn remove_member(&self, member_id: &str, audit: &Audit) -> Result<OwnerGuard<()>> {
         let member = self.member(member_id).await?;
         let _turn = self.write_turn().await;
-        let mut tx = self.pool.begin().await.map_err(db("removing a member"))?;
+        let mut tx = self.begin_write().await.map_err(db("removing a member"))?;
         if member.role == Role::Owner && !self.other_owner_left(&mut tx, &member).await? {
             return Ok(OwnerGuard::LastOwner);
         }
@@ -258,7 +258,7 @@ impl Store {
         let token = new_token();
         let now = now_ms();
         let _turn = self.write_turn().await;
-        let mut tx = self.pool.begin().await.map_err(db("renewing a token"))?;
+        let mut tx = self.begin_write().await.map_err(db("renewing a token"))?;
         sqlx::query(
             "UPDATE members SET token_prefix = $1, token_hash = $2, updated_at = $3 WHERE id = $4",
         )

@@ -241,6 +241,20 @@ impl Store {
         })
     }
 
+    /// A write transaction. On SQLite it takes the write lock at `BEGIN IMMEDIATE` (waiting up
+    /// to the busy timeout): a deferred transaction that reads first fails at its first write,
+    /// at once and whatever the busy timeout, when another connection — the CLI, a replica, a
+    /// single-statement write here — committed since its read (WAL snapshot; seen as a rare
+    /// 500 `database is locked` from the admin API under load).
+    pub(crate) async fn begin_write(
+        &self,
+    ) -> std::result::Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self.kind {
+            DbKind::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            DbKind::Postgres => self.pool.begin().await,
+        }
+    }
+
     /// This process's turn to write, on SQLite (None on PostgreSQL, which queues writers on
     /// row locks without sleeping).
     pub(crate) async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {

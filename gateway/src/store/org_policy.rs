@@ -116,7 +116,7 @@ impl Store {
             sets.join(", ")
         );
         let _turn = self.write_turn().await;
-        let mut tx = self.pool.begin().await.map_err(db(doing))?;
+        let mut tx = self.begin_write().await.map_err(db(doing))?;
         let mut query = sqlx::query(&sql).bind(org_id);
         for (_, v) in columns {
             query = match v {

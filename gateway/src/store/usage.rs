@@ -174,8 +174,7 @@ impl Store {
         let stored: Vec<&UsageEvent> = events.iter().filter(|e| e.stored).collect();
         let _turn = self.write_turn().await;
         let mut tx = self
-            .pool
-            .begin()
+            .begin_write()
             .await
             .map_err(db("starting a usage batch"))?;
         for chunk in stored.chunks(ROWS_PER_INSERT) {
