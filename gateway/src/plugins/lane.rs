@@ -14,6 +14,7 @@
 //! instance and arguments inside), and a wasmtime fiber may resume on any thread.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::task::Poll;
 use std::time::Duration;
@@ -116,17 +117,24 @@ impl SlowLane {
         })
     }
 
-    /// Runs `call`: inline until its first yield, then on the slow lane.
-    pub async fn run<T, F>(&self, call: F) -> Result<T, Lost>
+    /// Runs `call` inline, moving it to the slow lane when it yields with `moved` set (it
+    /// used its inline CPU budget). A call that is merely waiting (a WASI sleep) stays on the
+    /// worker's executor: waiting holds no worker.
+    pub async fn run<T, F>(&self, call: F, moved: &AtomicBool) -> Result<T, Lost>
     where
         F: Future<Output = T> + Send + 'static,
         T: Send + 'static,
     {
         let mut call = Box::pin(call);
-        let first = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await;
-        match first {
-            Poll::Ready(value) => Ok(value),
-            Poll::Pending => self.handle.spawn(call).await.map_err(|_| Lost),
+        let inline = std::future::poll_fn(|cx| match call.as_mut().poll(cx) {
+            Poll::Ready(value) => Poll::Ready(Some(value)),
+            Poll::Pending if moved.load(Ordering::Relaxed) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        })
+        .await;
+        match inline {
+            Some(value) => Ok(value),
+            None => self.handle.spawn(call).await.map_err(|_| Lost),
         }
     }
 
@@ -174,22 +182,41 @@ mod tests {
     }
 
     #[tokio::test(flavor = "current_thread")]
-    async fn a_yielding_call_moves_to_the_slow_lane() {
+    async fn a_call_past_its_budget_moves_to_the_slow_lane() {
         let lane = SlowLane::new(&LaneOptions::default()).expect("lane");
         let here = std::thread::current().id();
+        let moved = AtomicBool::new(true);
         let ran_on = lane
-            .run(async {
-                tokio::task::yield_now().await;
-                std::thread::current().id()
-            })
+            .run(
+                async {
+                    tokio::task::yield_now().await;
+                    std::thread::current().id()
+                },
+                &moved,
+            )
             .await
             .expect("not lost");
         assert_ne!(
             ran_on, here,
-            "a call that yields finishes on a slow-lane thread"
+            "a call that yields past its budget ends on the slow lane"
+        );
+        let waiting = AtomicBool::new(false);
+        let ran_on = lane
+            .run(
+                async {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    std::thread::current().id()
+                },
+                &waiting,
+            )
+            .await
+            .expect("not lost");
+        assert_eq!(
+            ran_on, here,
+            "a call that merely waits stays on the worker's executor"
         );
         let inline = lane
-            .run(async { std::thread::current().id() })
+            .run(async { std::thread::current().id() }, &waiting)
             .await
             .expect("not lost");
         assert_eq!(inline, here, "a call that does not yield stays inline");
@@ -202,12 +229,16 @@ mod tests {
         let lane = SlowLane::new(&LaneOptions::default()).expect("lane");
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let s = stop.clone();
-        let looping = lane.run(async move {
-            while !s.load(std::sync::atomic::Ordering::Relaxed) {
-                tokio::task::yield_now().await;
-                std::thread::sleep(Duration::from_millis(1));
-            }
-        });
+        let moved = AtomicBool::new(true);
+        let looping = lane.run(
+            async move {
+                while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                    tokio::task::yield_now().await;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            },
+            &moved,
+        );
         let ticks = async {
             for _ in 0..20 {
                 tokio::time::sleep(Duration::from_millis(1)).await;

@@ -8,7 +8,7 @@
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -270,15 +270,19 @@ impl LoadedPlugin {
     }
 
     /// Instantiation as an owned future (it runs guest start code: bounded like a call).
+    /// With it, the flag its epoch callback sets when the instantiation used its inline budget.
     fn instantiate_future(
         &self,
-    ) -> impl Future<Output = (Store<HostState>, wasmtime::Result<StageInstance>)> + Send + 'static
-    {
+    ) -> (
+        Arc<AtomicBool>,
+        impl Future<Output = (Store<HostState>, wasmtime::Result<StageInstance>)> + Send + 'static,
+    ) {
         let mut store = self.new_store();
         store.data_mut().start_call();
         store.set_epoch_deadline(1);
+        let moved = store.data().moved.clone();
         let pre = self.pre.clone();
-        async move {
+        let call = async move {
             let instance = match &pre {
                 StagePre::Auth(p) => p
                     .instantiate_async(&mut store)
@@ -302,7 +306,8 @@ impl LoadedPlugin {
                     .map(StageInstance::Logging),
             };
             (store, instance)
-        }
+        };
+        (moved, call)
     }
 
     fn warm(
@@ -325,7 +330,8 @@ impl LoadedPlugin {
     }
 
     async fn instantiate(&self) -> Result<Warm, PluginError> {
-        let made = self.run_guest(self.instantiate_future()).await?;
+        let (moved, call) = self.instantiate_future();
+        let made = self.run_guest(call, &moved).await?;
         self.warm(made)
     }
 
@@ -336,7 +342,7 @@ impl LoadedPlugin {
         let made = self
             .engine
             .lane
-            .block_on(self.instantiate_future(), limit)
+            .block_on(self.instantiate_future().1, limit)
             .map_err(|_| {
                 self.err(PluginErrorKind::Timeout {
                     deadline_ms: limit.as_millis() as u64,
@@ -360,6 +366,7 @@ impl LoadedPlugin {
     async fn run_guest<T: Send + 'static>(
         &self,
         call: impl Future<Output = T> + Send + 'static,
+        moved: &AtomicBool,
     ) -> Result<T, PluginError> {
         let deadline_ms = self.settings.deadline.as_millis() as u64;
         let out = if self.version.uses_wasi {
@@ -367,7 +374,10 @@ impl LoadedPlugin {
             match self
                 .engine
                 .lane
-                .run(async move { tokio::time::timeout(bound, call).await })
+                .run(
+                    async move { tokio::time::timeout(bound, call).await },
+                    moved,
+                )
                 .await
             {
                 Ok(Ok(v)) => Ok(v),
@@ -377,7 +387,7 @@ impl LoadedPlugin {
         } else {
             self.engine
                 .lane
-                .run(call)
+                .run(call, moved)
                 .await
                 .map_err(|lost| PluginErrorKind::Trap(lost.to_string()))
         };
@@ -443,7 +453,8 @@ impl LoadedPlugin {
         }
         warm.store.set_epoch_deadline(1);
         // A call past its wall-clock bound is dropped with its instance (never reused).
-        let (mut warm, outcome) = self.run_guest(call(warm)).await?;
+        let moved = warm.store.data().moved.clone();
+        let (mut warm, outcome) = self.run_guest(call(warm), &moved).await?;
         warm.calls += 1;
         match outcome {
             Ok(value) => {

@@ -175,7 +175,7 @@ pub struct HostState {
     /// `moved` once it has.
     cpu_at_first_tick: Option<Duration>,
     inline_budget: Duration,
-    moved: bool,
+    pub(crate) moved: Arc<std::sync::atomic::AtomicBool>,
     /// The WASI context, made on the guest's first WASI call (deny by default).
     wasi: Option<Box<WasiParts>>,
     output: Arc<OutputGate>,
@@ -229,7 +229,7 @@ impl HostState {
             deadline,
             cpu_at_first_tick: None,
             inline_budget,
-            moved: false,
+            moved: Default::default(),
             wasi: None,
             output,
         }
@@ -239,7 +239,8 @@ impl HostState {
     pub(crate) fn start_call(&mut self) {
         self.call_started = Instant::now();
         self.cpu_at_first_tick = None;
-        self.moved = false;
+        self.moved
+            .store(false, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// At an epoch tick during guest code: interrupt past the deadline; yield (and so move to
@@ -251,13 +252,13 @@ impl HostState {
         if self.call_started.elapsed() >= self.deadline {
             return UpdateDeadline::Interrupt;
         }
-        if !self.moved {
+        if !self.moved.load(std::sync::atomic::Ordering::Relaxed) {
             let now = super::lane::thread_cpu_time();
             let since = *self.cpu_at_first_tick.get_or_insert(now);
             if now.saturating_sub(since) < self.inline_budget {
                 return UpdateDeadline::Continue(1);
             }
-            self.moved = true;
+            self.moved.store(true, std::sync::atomic::Ordering::Relaxed);
         }
         UpdateDeadline::Yield(1)
     }
