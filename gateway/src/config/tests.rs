@@ -82,3 +82,39 @@ fn routes_without_prices_are_unpriced_unless_declared_free() {
     .unwrap_err();
     assert!(format!("{err:#}").contains("free"), "{err:#}");
 }
+
+#[test]
+fn plugin_engine_options_are_read_and_checked() {
+    let c = Config::load(None).unwrap();
+    assert_eq!(c.plugin_engine.epoch_tick, Duration::from_millis(2));
+    assert_eq!(c.plugin_engine.inline_budget, Duration::from_millis(1));
+    assert_eq!(
+        (c.plugin_engine.lane.threads, c.plugin_engine.lane.nice),
+        (2, 10)
+    );
+    let c = Config::from_toml(
+        "[plugins]\nepoch_tick_ms = 5\ninline_budget_ms = 3\nslow_lane_threads = 1\n\
+         slow_lane_nice = 19\noutput_lines_per_sec = 2.5",
+    )
+    .unwrap();
+    assert_eq!(c.plugin_engine.epoch_tick, Duration::from_millis(5));
+    assert_eq!(c.plugin_engine.inline_budget, Duration::from_millis(3));
+    assert_eq!(
+        (c.plugin_engine.lane.threads, c.plugin_engine.lane.nice),
+        (1, 19)
+    );
+    assert_eq!(c.plugin_engine.output.lines_per_sec, 2.5);
+    for (bad, field) in [
+        ("epoch_tick_ms = 0", "plugins.epoch_tick_ms"),
+        ("inline_budget_ms = 0", "plugins.inline_budget_ms"),
+        ("slow_lane_threads = 0", "plugins.slow_lane_threads"),
+        ("slow_lane_nice = 20", "plugins.slow_lane_nice"),
+        (
+            "output_lines_per_sec = -1.0",
+            "plugins.output_lines_per_sec",
+        ),
+    ] {
+        let err = Config::from_toml(&format!("[plugins]\n{bad}")).unwrap_err();
+        assert!(format!("{err:#}").contains(field), "{bad}: {err:#}");
+    }
+}
