@@ -156,6 +156,15 @@ async fn a_looping_plugin_does_not_hold_the_worker() {
     let ((kind, loop_took), (served, others_took)) = tokio::join!(looping, others);
     assert_eq!(kind, PluginErrorKind::Timeout { deadline_ms: 400 });
     assert_eq!(served, 50);
+    // Only the looping call left its worker; the quick ones never did.
+    let stat = |name: &str| {
+        reg.get(name)
+            .expect("loaded")
+            .stats
+            .slow_lane
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    assert_eq!((stat("hostile"), stat("passthrough-transform")), (1, 0));
     assert!(
         others_took < loop_took,
         "the other calls finished at {others_took:?}, the looping one at {loop_took:?}"

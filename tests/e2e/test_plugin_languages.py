@@ -55,8 +55,13 @@ def test_a_python_auth_plugin_refuses_in_the_clients_format(pyauth):
 
 def test_many_requests_share_warm_python_instances(pyauth):
     c = client(pyauth)
+    c.chat.completions.create(model="gpt-mock", messages=MESSAGES)  # warm
+    before = {p["name"]: p for p in pyauth.admin("/admin/plugins")}["auth-apikey-py"]
     for _ in range(20):
         c.chat.completions.create(model="gpt-mock", messages=MESSAGES)
     py = {p["name"]: p for p in pyauth.admin("/admin/plugins")}["auth-apikey-py"]
     # 20 requests, one at a time: served by the warm instance(s), not one instance each
     assert py["instantiations"] <= 3, py
+    # and every warm call ended on the proxy worker that made it (none used its 1 ms inline CPU
+    # budget; a fresh CPython instance and its first call may)
+    assert py["slow_lane_calls"] == before["slow_lane_calls"], (before, py)

@@ -75,6 +75,9 @@ pub struct PluginStats {
     pub calls: AtomicU64,
     pub failures: AtomicU64,
     pub instantiations: AtomicU64,
+    /// Calls (and instantiations) that used their inline CPU budget and finished on the slow
+    /// lane: a plugin that shows many is slow or looping.
+    pub slow_lane: AtomicU64,
 }
 
 /// A plugin version ready to be called.
@@ -364,6 +367,18 @@ impl LoadedPlugin {
     /// that imports WASI could wait in a host call (a `wasi:io/poll` sleep) where no epoch
     /// interrupts it: its calls also get a wall-clock bound.
     async fn run_guest<T: Send + 'static>(
+        &self,
+        call: impl Future<Output = T> + Send + 'static,
+        moved: &AtomicBool,
+    ) -> Result<T, PluginError> {
+        let out = self.run_guest_inner(call, moved).await;
+        if moved.load(Ordering::Relaxed) {
+            self.stats.slow_lane.fetch_add(1, Ordering::Relaxed);
+        }
+        out
+    }
+
+    async fn run_guest_inner<T: Send + 'static>(
         &self,
         call: impl Future<Output = T> + Send + 'static,
         moved: &AtomicBool,

@@ -35,6 +35,8 @@ pub struct PluginStatus {
     pub calls: u64,
     pub failures: u64,
     pub instantiations: u64,
+    /// Calls that left the proxy worker for the slow lane (they used their inline CPU budget).
+    pub slow_lane_calls: u64,
     pub idle_instances: usize,
     /// The last load error (the active version, if any, kept serving).
     pub last_error: Option<String>,
@@ -417,6 +419,7 @@ impl PluginRegistry {
                     calls: stat(|p| p.stats.calls.load(Relaxed)),
                     failures: stat(|p| p.stats.failures.load(Relaxed)),
                     instantiations: stat(|p| p.stats.instantiations.load(Relaxed)),
+                    slow_lane_calls: stat(|p| p.stats.slow_lane.load(Relaxed)),
                     idle_instances: active.map_or(0, |p| p.idle_instances()),
                     last_error: error.map(|(e, _)| e.clone()),
                     last_error_at: error.map(|(_, t)| *t),
