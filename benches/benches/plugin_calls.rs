@@ -115,6 +115,7 @@ fn bench(c: &mut Criterion) {
             healthy: true,
             zero_retention: false,
             latency_ms: 0,
+            region: String::new(),
         })
         .collect();
     let ctx = TransformCtx {

@@ -3,6 +3,11 @@
 //! The request path is [`pipeline`]; [`proxy`] is the Pingora adapter in front of it,
 //! [`server`] wires them up; state lives in [`store`], models and prices in [`catalog`].
 
+// The proxy's request future nests the pipeline's, which nest each stage call's (a versioned
+// instance method inside an owned guest-call future): deeper than rustc's default 128 when it
+// computes the layout.
+#![recursion_limit = "256"]
+
 pub mod admin;
 pub mod alerts;
 pub mod api_error;

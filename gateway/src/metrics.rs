@@ -58,6 +58,12 @@ struct ProviderOutcome {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GuardrailPhase {
+    plugin: String,
+    phase: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PluginClass {
     plugin: String,
     class: &'static str,
@@ -96,6 +102,7 @@ pub struct Metrics {
     unpriced: Family<ModelOnly, Counter>,
     rate_limited: Family<Reason, Counter>,
     data_policy_refused: Counter,
+    guardrail_refused: Family<GuardrailPhase, Counter>,
 }
 
 impl Default for Metrics {
@@ -185,7 +192,14 @@ impl Default for Metrics {
             "Requests refused because no provider satisfied the org's data policy",
             data_policy_refused.clone(),
         );
+        let guardrail_refused = Family::default();
+        registry.register(
+            "tollgate_guardrail_refused",
+            "Prompts refused and answers stopped by a guardrail, by plugin and phase",
+            Family::clone(&guardrail_refused),
+        );
         Metrics {
+            guardrail_refused,
             unpriced,
             rate_limited,
             data_policy_refused,
@@ -263,6 +277,16 @@ impl Metrics {
             .get_or_create(&PluginClass {
                 plugin: plugin.to_string(),
                 class,
+            })
+            .inc();
+    }
+
+    /// A guardrail refused a prompt (`phase` = `prompt`) or stopped an answer (`output`).
+    pub fn guardrail_refused(&self, plugin: &str, phase: &'static str) {
+        self.guardrail_refused
+            .get_or_create(&GuardrailPhase {
+                plugin: plugin.to_string(),
+                phase,
             })
             .inc();
     }

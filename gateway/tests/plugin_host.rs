@@ -147,6 +147,7 @@ async fn each_stage_world_loads_and_answers_with_real_data() {
         healthy,
         zero_retention: false,
         latency_ms: 0,
+        region: String::new(),
     };
     let attempts = routing
         .route(
@@ -272,7 +273,7 @@ async fn each_stage_world_loads_and_answers_with_real_data() {
     assert_eq!(listed.len(), 5);
     assert!(listed
         .iter()
-        .all(|s| s.active.as_ref().is_some_and(|v| v.wit_version == "0.1.0")));
+        .all(|s| s.active.as_ref().is_some_and(|v| v.wit_version == "0.2.0")));
 }
 
 #[tokio::test]
@@ -540,8 +541,8 @@ async fn bad_files_are_refused_with_a_clear_error_and_keep_the_old_version() {
         (b"not wasm at all", "not a valid component"),
         (b"(component)", "exports no tollgate:plugin stage"),
         (
-            b"(component (instance $i) (export \"tollgate:plugin/auth@0.2.0\" (instance $i)))",
-            "built against tollgate:plugin@0.2.0",
+            b"(component (instance $i) (export \"tollgate:plugin/auth@0.3.0\" (instance $i)))",
+            "built against tollgate:plugin@0.3.0",
         ),
         (
             b"(component (import \"acme:net/socket@1.0.0\" (instance)))",

@@ -1,6 +1,6 @@
 //! # Tollgate plugin SDK
 //!
-//! A Tollgate plugin is a type implementing one stage trait ([`Auth`], [`Routing`],
+//! A Tollgate plugin is a type implementing one stage trait ([`Auth`], `Guardrail`, [`Routing`],
 //! [`Transform`], [`Billing`] or [`Logging`]) plus one [`export_plugin!`] line. Build it with the
 //! project's plugin build step (`scripts/build-plugins`) into a WebAssembly component; drop the
 //! `.wasm` into the gateway's plugin directory and it is loaded (and hot-reloaded) by name.
@@ -63,12 +63,25 @@ pub use bindings::logging::exports::tollgate::plugin::logging::{
     AttemptOutcome, RequestRecord, RetentionDecision,
 };
 
-/// The WIT package version this SDK implements; the host refuses other major.minor versions.
+/// The guardrail stage (since 0.2.0): checks prompts before routing and, if it wants, the
+/// answer's text as it is delivered.
+#[cfg(not(feature = "wit-0-1-0"))]
+pub use bindings::guardrail::exports::tollgate::plugin::guardrail::Guest as Guardrail;
+#[cfg(not(feature = "wit-0-1-0"))]
+pub use bindings::guardrail::exports::tollgate::plugin::guardrail::{
+    Message, Output, Prompt, ToolCall,
+};
+
+/// The WIT package version this SDK implements.
+#[cfg(not(feature = "wit-0-1-0"))]
+pub const WIT_VERSION: &str = "0.2.0";
+/// The WIT package version this SDK implements.
+#[cfg(feature = "wit-0-1-0")]
 pub const WIT_VERSION: &str = "0.1.0";
 
 /// Exports a type as the plugin's implementation of one stage world.
 ///
-/// `export_plugin!(auth: MyAuth)`, or `routing:`, `transform:`, `billing:`, `logging:`. The type
+/// `export_plugin!(auth: MyAuth)`, or `guardrail:`, `routing:`, `transform:`, `billing:`, `logging:`. The type
 /// must be a plain identifier in scope. Natively this expands to nothing, so the same crate
 /// builds as a normal library for tests.
 #[macro_export]
@@ -76,6 +89,10 @@ macro_rules! export_plugin {
     (auth: $ty:ident) => {
         #[cfg(target_arch = "wasm32")]
         $crate::__export_auth_plugin_impl!($ty with_types_in $crate::bindings::auth);
+    };
+    (guardrail: $ty:ident) => {
+        #[cfg(target_arch = "wasm32")]
+        $crate::__export_guardrail_plugin_impl!($ty with_types_in $crate::bindings::guardrail);
     };
     (routing: $ty:ident) => {
         #[cfg(target_arch = "wasm32")]

@@ -61,6 +61,9 @@ MODELS = {
     "gpt-no-usage": ["openai_no_usage"],
     "gpt-cached": ["openai_cached"],
     "gpt-catalog": ["openai_ok", "openai_tools"],
+    # Answers carrying an AWS-access-key-shaped string (guardrail tests, test_guardrails.py).
+    "gpt-leak": ["openai_leak"],
+    "claude-leak": ["anthropic_leak"],
     # A route with no price (refused under the default unpriced_models = "refuse").
     "gpt-unpriced": ["openai_ok"],
 }

@@ -17,6 +17,8 @@ Each server has a `behaviour`:
   "content-filter"  answer 400 with OpenAI's `content_filter` error
   "bad-request"     answer 400 with a plain `invalid_request_error` (the client's own mistake)
   "stall:<n>"       (openai) stream <n> content chunks, then send nothing for 30 s
+  "leak"            answer LEAK_WORDS instead of WORDS: an AWS-access-key-shaped string split
+                    across two stream events (guardrail tests)
   "cached:<n>"      (openai) report <n> cached prompt tokens: `prompt_tokens` is
                     PROMPT_TOKENS + n (it includes cached tokens, as OpenAI counts them) and
                     `prompt_tokens_details.cached_tokens` is n
@@ -59,6 +61,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 WORDS = ["Hello", " from", " the", " mock", " provider", "."]
+LEAK_WORDS = ["Your", " key", " is", " AKIAABCD", "EFGHIJKLMNOP", "."]
 PROMPT_TOKENS = 11
 COMPLETION_TOKENS = len(WORDS)
 TOOL_TEXT = "Let me check."
@@ -74,6 +77,10 @@ THINKING_SIGNATURE = "EqQBCkYIARgCIkBtb2NrLXNpZ25hdHVyZQ=="
 CACHE_WRITE_TOKENS = 1200
 CACHE_READ_TOKENS = 800
 EMBED_DIMS = 8
+
+
+def words_for(behaviour):
+    return LEAK_WORDS if behaviour == "leak" else WORDS
 
 
 def embedding_for(text, dimensions=None):
@@ -240,7 +247,7 @@ class _Handler(BaseHTTPRequestHandler):
                     {"id": OPENAI_TOOL_ID, "type": "function",
                      "function": {"name": tool_name, "arguments": json.dumps(TOOL_INPUT)}}]}
             else:
-                message = {"role": "assistant", "content": "".join(WORDS), "refusal": None}
+                message = {"role": "assistant", "content": "".join(words_for(behaviour)), "refusal": None}
             answer = {
                 "id": "chatcmpl-mock1", "object": "chat.completion", "created": created, "model": model,
                 "system_fingerprint": "fp_mock",
@@ -285,7 +292,7 @@ class _Handler(BaseHTTPRequestHandler):
                 chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
             chunk({}, finish="tool_calls")
         else:
-            for i, w in enumerate(WORDS):
+            for i, w in enumerate(words_for(behaviour)):
                 if cut is not None and i == cut:
                     return self._cut()
                 chunk({"content": w})
@@ -315,7 +322,7 @@ class _Handler(BaseHTTPRequestHandler):
             blocks.append({"type": "text", "text": TOOL_TEXT})
             blocks.append({"type": "tool_use", "id": TOOL_ID, "name": tool["name"], "input": TOOL_INPUT})
         else:
-            blocks.append({"type": "text", "text": "".join(WORDS)})
+            blocks.append({"type": "text", "text": "".join(words_for(self.server.behaviour))})
         stop_reason = "tool_use" if tool else "end_turn"
         if not body.get("stream"):
             return self._json(200, {
@@ -356,7 +363,7 @@ class _Handler(BaseHTTPRequestHandler):
                 if tool:
                     delta({"type": "text_delta", "text": TOOL_TEXT})
                 else:
-                    for i, w in enumerate(WORDS):
+                    for i, w in enumerate(words_for(self.server.behaviour)):
                         if cut is not None and i == cut:
                             return self._cut()
                         if error_at is not None and i == error_at:

@@ -358,6 +358,11 @@ impl Config {
             plugin_engine,
             plugin_settings: table,
             auth_plugin: pick(f.stages.auth, d.stages.auth, "auth-apikey"),
+            guardrail_plugins: f
+                .stages
+                .guardrails
+                .or(d.stages.guardrails)
+                .unwrap_or_default(),
             routing_plugin: pick(f.stages.routing, d.stages.routing, "route-policy"),
             billing_plugin: pick(f.stages.billing, d.stages.billing, "billing-credits"),
             logging_plugin: logging.clone(),

@@ -183,6 +183,8 @@ pub struct Config {
     pub plugin_engine: crate::plugins::EngineOptions,
     pub plugin_settings: SettingsTable,
     pub auth_plugin: String,
+    /// Guardrail plugins, in the order they run (`[stages] guardrails`).
+    pub guardrail_plugins: Vec<String>,
     pub routing_plugin: String,
     pub billing_plugin: String,
     pub logging_plugin: String,
@@ -243,7 +245,7 @@ pub struct RetentionSettings {
 
 impl Config {
     /// Every plugin the config names, with the stage it serves: the four stage plugins, each
-    /// provider's transform, the logging plugin of every retention mode.
+    /// provider's transform, the guardrails, the logging plugin of every retention mode.
     pub fn plugin_stages(&self) -> Vec<(String, crate::plugins::Stage)> {
         use crate::plugins::Stage;
         let mut out = vec![
@@ -252,6 +254,11 @@ impl Config {
             (self.billing_plugin.clone(), Stage::Billing),
             (self.logging_plugin.clone(), Stage::Logging),
         ];
+        out.extend(
+            self.guardrail_plugins
+                .iter()
+                .map(|n| (n.clone(), Stage::Guardrail)),
+        );
         out.extend(
             self.providers
                 .values()

@@ -131,6 +131,8 @@ pub struct PluginLimits {
 #[serde(deny_unknown_fields, default)]
 pub struct Stages {
     pub auth: Option<String>,
+    /// Guardrail plugins, run in order after auth (none by default).
+    pub guardrails: Option<Vec<String>>,
     pub routing: Option<String>,
     pub billing: Option<String>,
     pub logging: Option<String>,

@@ -166,7 +166,7 @@ pub fn failure_error(last: Option<&AttemptFailure>) -> ApiError {
             "upstream_timeout",
             "All providers failed; the last one did not answer in time.",
         ),
-        Some(AttemptFailure::Refused(err)) => err.clone(),
+        Some(AttemptFailure::Refused(err)) | Some(AttemptFailure::Blocked(err)) => err.clone(),
         Some(AttemptFailure::Stall) => ApiError::new(
             504,
             "upstream_timeout",

@@ -108,6 +108,28 @@ impl Request<'_> {
             }
             None => out.body,
         };
+        // A guardrail that stops the answer: the client gets its error instead, and is not
+        // charged for what it did not receive (the tokens are recorded).
+        if (200..300).contains(&out.status) {
+            if let Err(err) = self.check_answer(pricing.who, &body).await {
+                let usage = out.usage.unwrap_or(NO_USAGE);
+                self.respond(
+                    session,
+                    err.status,
+                    "application/json",
+                    err.body(self.format),
+                )
+                .await;
+                return Ok(Answer {
+                    status: err.status,
+                    usage,
+                    charge: false,
+                    end: StreamEnd::Failed(AttemptError::Refused(err.code.clone())),
+                    estimated: false,
+                    charged: None,
+                });
+            }
+        }
         // No usage from the provider for an answer: estimate it (output from the answer's text
         // here, input from the request at settlement) rather than give it away.
         let estimated = out.usage.is_none() && (200..300).contains(&out.status);

@@ -41,6 +41,8 @@ pub struct Request<'a> {
     pub(super) billing: std::sync::OnceLock<Option<crate::policy::PluginChoice>>,
     /// Whether the trace goes back in `x-tollgate-route`.
     pub(super) trace_header: std::sync::atomic::AtomicBool,
+    /// The guardrails that check the answer (set by the prompt check; none: nothing to do).
+    pub(super) output_guards: std::sync::OnceLock<Vec<Arc<LoadedPlugin>>>,
 }
 
 impl<'a> Request<'a> {
@@ -65,6 +67,7 @@ impl<'a> Request<'a> {
             trace: Default::default(),
             trace_header: Default::default(),
             billing: Default::default(),
+            output_guards: Default::default(),
         }
     }
 

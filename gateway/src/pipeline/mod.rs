@@ -39,6 +39,7 @@ mod client;
 mod complete;
 mod context;
 mod events;
+mod guard;
 pub mod health;
 mod outcome;
 mod rate;

@@ -97,6 +97,7 @@ impl From<&AttemptFailure> for AttemptError {
                 _ => AttemptError::Status,
             },
             AttemptFailure::Refused(_) => AttemptError::RefusedAnswer,
+            AttemptFailure::Blocked(e) => AttemptError::Refused(e.code.clone()),
             AttemptFailure::Other(_) => AttemptError::Other,
         }
     }

@@ -249,6 +249,7 @@ impl Request<'_> {
                         healthy: unavailable.is_none(),
                         zero_retention: provider.zero_retention,
                         latency_ms: standing.latency_ms.round() as u32,
+                        region: provider.region.clone(),
                     },
                     standing,
                     unavailable,

@@ -9,6 +9,7 @@
 //!   ─► settle.rs: billing.settle ─► logging ─► usage writer
 //! ```
 
+use super::guard::Guarded;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -186,6 +187,7 @@ impl Request<'_> {
         let summary = &call.summary;
         self.check_model_scope(access, call)?;
         self.admit(access, call).await?;
+        self.check_prompt(who, call).await?;
         let Plan {
             attempts,
             credentials,
@@ -487,12 +489,14 @@ impl AttemptRunner for CallAttempt<'_, '_, '_> {
                         PluginEvents::new(req, &transform, &ctx, stream_state).priced(pricing);
                     let relayed = match adapting.as_ref() {
                         Some(a) => {
-                            let mut adapted = a.events(events);
-                            relay(&mut sink, &mut response, &mut adapted).await
+                            let mut adapted = Guarded::new(a.events(events), req, self.who);
+                            // Boxed: a stream's relay future holds every stage call it makes;
+                            // inline, it overflowed a debug build's proxy thread stack.
+                            Box::pin(relay(&mut sink, &mut response, &mut adapted)).await
                         }
                         None => {
-                            let mut events = events;
-                            relay(&mut sink, &mut response, &mut events).await
+                            let mut events = Guarded::new(events, req, self.who);
+                            Box::pin(relay(&mut sink, &mut response, &mut events)).await
                         }
                     };
                     match relayed {

@@ -50,6 +50,8 @@ pub enum StreamFault {
     Rejected(ApiError),
     /// The transform plugin failed, with its failure class.
     Plugin(&'static str),
+    /// A guardrail stopped the answer.
+    Blocked(ApiError),
 }
 
 impl StreamFault {
@@ -59,6 +61,7 @@ impl StreamFault {
         match self {
             StreamFault::Broken(e) => e.into(),
             StreamFault::Rejected(err) => AttemptFailure::Refused(err),
+            StreamFault::Blocked(err) => AttemptFailure::Blocked(err),
             StreamFault::Plugin(class) => AttemptFailure::Other(format!("plugin: {class}")),
         }
     }
@@ -78,7 +81,7 @@ impl StreamFault {
                     AttemptError::from(&e),
                 )
             }
-            StreamFault::Rejected(err) => {
+            StreamFault::Rejected(err) | StreamFault::Blocked(err) => {
                 let class = AttemptError::Refused(err.code.clone());
                 (err, class)
             }

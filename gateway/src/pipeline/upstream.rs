@@ -40,6 +40,10 @@ pub enum AttemptFailure {
     /// The transform refused what the provider sent (e.g. an error event at the start of a
     /// stream): the error to give the client if no other provider answers.
     Refused(crate::api_error::ApiError),
+    /// A guardrail stopped the answer before its first byte reached the client: a content
+    /// filter of the gateway's own (another provider is tried only if the route's
+    /// `fallback_on` includes `content-filter`).
+    Blocked(crate::api_error::ApiError),
     Other(String),
 }
 
@@ -52,6 +56,7 @@ impl AttemptFailure {
             AttemptFailure::Stall => "stall",
             AttemptFailure::Status(..) => "status",
             AttemptFailure::Refused(_) => "refused",
+            AttemptFailure::Blocked(_) => "blocked",
             AttemptFailure::Other(_) => "error",
         }
     }
@@ -67,6 +72,7 @@ impl AttemptFailure {
             AttemptFailure::Status(..) => FailureClass::ServerError,
             AttemptFailure::Refused(e) if e.status == 429 => FailureClass::RateLimit,
             AttemptFailure::Refused(_) => FailureClass::ServerError,
+            AttemptFailure::Blocked(_) => FailureClass::ContentFilter,
             AttemptFailure::Connect(_)
             | AttemptFailure::Timeout
             | AttemptFailure::Stall

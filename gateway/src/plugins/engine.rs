@@ -108,6 +108,8 @@ impl PluginEngine {
 
         let mut linker = Linker::new(&engine);
         SdkCommon::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+        // Plugins built for 0.1.0 import `host@0.1.0`: the same functions (`bindings::v0_1_0`).
+        super::bindings::v0_1_0::add_to_linker(&mut linker)?;
         // WASI for components built for wasm32-wasip1/p2: linked so they load, granting nothing
         // but clocks, random and a rate-limited log (`super::wasi`).
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;

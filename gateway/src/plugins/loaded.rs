@@ -18,28 +18,11 @@ use wasmtime::Store;
 use super::bindings::*;
 use super::engine::PluginEngine;
 use super::error::{PluginError, PluginErrorKind};
+use super::instance::{StageInstance, StagePre};
 use super::settings::{InstanceMode, PluginSettings};
 use super::state::{HostContext, HostState};
 use super::wasi::OutputGate;
 use super::Stage;
-
-/// The `InstancePre` of a plugin, typed by its stage world.
-#[derive(Clone)]
-pub(crate) enum StagePre {
-    Auth(AuthPluginPre<HostState>),
-    Routing(RoutingPluginPre<HostState>),
-    Transform(TransformPluginPre<HostState>),
-    Billing(BillingPluginPre<HostState>),
-    Logging(LoggingPluginPre<HostState>),
-}
-
-enum StageInstance {
-    Auth(AuthPlugin),
-    Routing(RoutingPlugin),
-    Transform(TransformPlugin),
-    Billing(BillingPlugin),
-    Logging(LoggingPlugin),
-}
 
 /// An instance with its store: what a call owns while it runs.
 pub(crate) struct Warm {
@@ -92,6 +75,8 @@ pub struct LoadedPlugin {
     pool: ArrayQueue<Warm>,
     /// Rate limit of the plugin's stdout/stderr lines (all its instances).
     output: Arc<OutputGate>,
+    /// A guardrail's answer to `checks-output`, once asked.
+    checks_output: std::sync::OnceLock<bool>,
 }
 
 impl std::fmt::Debug for LoadedPlugin {
@@ -181,33 +166,41 @@ impl OutputSize for Retained {
     }
 }
 
+impl OutputSize for () {
+    fn output_bytes(&self) -> u64 {
+        0
+    }
+}
+impl OutputSize for bool {
+    fn output_bytes(&self) -> u64 {
+        0
+    }
+}
+/// A guardrail's output state.
+impl OutputSize for Vec<u8> {
+    fn output_bytes(&self) -> u64 {
+        self.len() as u64
+    }
+}
+
 impl OutputSize for RetentionDecision {
     fn output_bytes(&self) -> u64 {
         0
     }
 }
 
-/// The message of a call that reached an instance of another stage (the stage is checked
-/// before the call; this is a guard, not a path).
-const OTHER_STAGE: &str = "the instance implements another stage";
-
-/// A stage call on a warm instance: the future owns the instance (`w`) and the arguments, binds
-/// the stage's typed instance to `$p` and the store to `$store`, and hands both back.
+/// A stage call on a warm instance: the future owns the instance (`w`) and the arguments, and
+/// hands the instance back with the result. `$call` is a [`StageInstance`] method taking the
+/// store first.
 macro_rules! stage_call {
-    ($self:ident, $stage:ident, $rid:expr, $config:expr, |$p:ident, $store:ident| $call:expr) => {
+    ($self:ident, $stage:ident, $rid:expr, $config:expr, $call:ident($($arg:expr),*)) => {
         $self
             .checked(
                 Stage::$stage,
                 $rid,
                 $config,
                 move |mut w: Warm| async move {
-                    let r = match &w.instance {
-                        StageInstance::$stage($p) => {
-                            let $store = &mut w.store;
-                            $call.await
-                        }
-                        _ => Err(wasmtime::Error::msg(OTHER_STAGE)),
-                    };
+                    let r = w.instance.$call(&mut w.store, $($arg),*).await;
                     (w, r)
                 },
             )
@@ -235,6 +228,7 @@ impl LoadedPlugin {
             shared,
             pool,
             output,
+            checks_output: std::sync::OnceLock::new(),
         }
     }
 
@@ -286,28 +280,7 @@ impl LoadedPlugin {
         let moved = store.data().moved.clone();
         let pre = self.pre.clone();
         let call = async move {
-            let instance = match &pre {
-                StagePre::Auth(p) => p
-                    .instantiate_async(&mut store)
-                    .await
-                    .map(StageInstance::Auth),
-                StagePre::Routing(p) => p
-                    .instantiate_async(&mut store)
-                    .await
-                    .map(StageInstance::Routing),
-                StagePre::Transform(p) => p
-                    .instantiate_async(&mut store)
-                    .await
-                    .map(StageInstance::Transform),
-                StagePre::Billing(p) => p
-                    .instantiate_async(&mut store)
-                    .await
-                    .map(StageInstance::Billing),
-                StagePre::Logging(p) => p
-                    .instantiate_async(&mut store)
-                    .await
-                    .map(StageInstance::Logging),
-            };
+            let instance = pre.instantiate(&mut store).await;
             (store, instance)
         };
         (moved, call)
@@ -548,9 +521,53 @@ impl LoadedPlugin {
         head: &RequestHead,
     ) -> Result<Result<Principal, Reject>, PluginError> {
         let head = head.clone();
-        stage_call!(self, Auth, request_id, None, |p, store| p
-            .tollgate_plugin_auth()
-            .call_authenticate(store, &head))
+        stage_call!(self, Auth, request_id, None, authenticate(&head))
+    }
+
+    /// Guardrail stage: may this prompt go out?
+    pub async fn check_prompt(
+        &self,
+        request_id: &str,
+        who: &Principal,
+        prompt: Prompt,
+    ) -> Result<Result<(), Reject>, PluginError> {
+        let who = who.clone();
+        stage_call!(
+            self,
+            Guardrail,
+            request_id,
+            None,
+            check_prompt(&who, &prompt)
+        )
+    }
+
+    /// Guardrail stage: whether the plugin checks answers (asked once per loaded version; a
+    /// failure to answer counts as yes, so its `check-output` failures are seen).
+    pub async fn checks_output(&self) -> bool {
+        if let Some(known) = self.checks_output.get() {
+            return *known;
+        }
+        let answer = stage_call!(self, Guardrail, "", None, checks_output()).unwrap_or(true);
+        *self.checks_output.get_or_init(|| answer)
+    }
+
+    /// Guardrail stage: may this piece of the answer be delivered? `Ok(state)` for the next
+    /// piece.
+    pub async fn check_output(
+        &self,
+        request_id: &str,
+        who: &Principal,
+        state: Vec<u8>,
+        output: Output,
+    ) -> Result<Result<Vec<u8>, Reject>, PluginError> {
+        let who = who.clone();
+        stage_call!(
+            self,
+            Guardrail,
+            request_id,
+            None,
+            check_output(&who, &state, &output)
+        )
     }
 
     /// Routing stage.
@@ -575,9 +592,13 @@ impl LoadedPlugin {
         candidates: &[Candidate],
     ) -> Result<Result<Vec<Attempt>, Reject>, PluginError> {
         let (who, summary, candidates) = (who.clone(), summary.clone(), candidates.to_vec());
-        stage_call!(self, Routing, request_id, config, |p, store| p
-            .tollgate_plugin_routing()
-            .call_route(store, &who, &summary, &candidates))
+        stage_call!(
+            self,
+            Routing,
+            request_id,
+            config,
+            route(&who, &summary, &candidates)
+        )
     }
 
     /// Transform stage: client request -> upstream request.
@@ -588,9 +609,13 @@ impl LoadedPlugin {
         body: &[u8],
     ) -> Result<Result<UpstreamRequest, Reject>, PluginError> {
         let (ctx, body) = (ctx.clone(), body.to_vec());
-        stage_call!(self, Transform, request_id, None, |p, store| p
-            .tollgate_plugin_transform()
-            .call_transform_request(store, &ctx, &body))
+        stage_call!(
+            self,
+            Transform,
+            request_id,
+            None,
+            transform_request(&ctx, &body)
+        )
     }
 
     /// Transform stage: complete upstream response -> client response.
@@ -602,9 +627,13 @@ impl LoadedPlugin {
         body: &[u8],
     ) -> Result<Result<ClientResponse, Reject>, PluginError> {
         let (ctx, body) = (ctx.clone(), body.to_vec());
-        stage_call!(self, Transform, request_id, None, |p, store| p
-            .tollgate_plugin_transform()
-            .call_transform_response(store, &ctx, status, &body))
+        stage_call!(
+            self,
+            Transform,
+            request_id,
+            None,
+            transform_response(&ctx, status, &body)
+        )
     }
 
     /// Transform stage: one upstream stream event -> client events.
@@ -616,9 +645,13 @@ impl LoadedPlugin {
         event: &SseEvent,
     ) -> Result<Result<StreamOutput, Reject>, PluginError> {
         let (ctx, state, event) = (ctx.clone(), state.to_vec(), event.clone());
-        stage_call!(self, Transform, request_id, None, |p, store| p
-            .tollgate_plugin_transform()
-            .call_transform_event(store, &ctx, &state, &event))
+        stage_call!(
+            self,
+            Transform,
+            request_id,
+            None,
+            transform_event(&ctx, &state, &event)
+        )
     }
 
     /// Transform stage: the upstream stream ended.
@@ -629,9 +662,13 @@ impl LoadedPlugin {
         state: &[u8],
     ) -> Result<Result<StreamOutput, Reject>, PluginError> {
         let (ctx, state) = (ctx.clone(), state.to_vec());
-        stage_call!(self, Transform, request_id, None, |p, store| p
-            .tollgate_plugin_transform()
-            .call_end_of_stream(store, &ctx, &state))
+        stage_call!(
+            self,
+            Transform,
+            request_id,
+            None,
+            end_of_stream(&ctx, &state)
+        )
     }
 
     /// Billing stage: may the request proceed?
@@ -646,9 +683,13 @@ impl LoadedPlugin {
         price: Price,
     ) -> Result<Result<Authorization, Reject>, PluginError> {
         let (who, summary, provider) = (who.clone(), summary.clone(), provider.to_string());
-        stage_call!(self, Billing, request_id, config, |p, store| p
-            .tollgate_plugin_billing()
-            .call_authorize(store, &who, &summary, &provider, price))
+        stage_call!(
+            self,
+            Billing,
+            request_id,
+            config,
+            authorize(&who, &summary, &provider, price)
+        )
     }
 
     /// Billing stage: the charge for a finished request.
@@ -664,9 +705,13 @@ impl LoadedPlugin {
         byok: bool,
     ) -> Result<Charge, PluginError> {
         let (who, provider) = (who.clone(), provider.to_string());
-        stage_call!(self, Billing, request_id, config, |p, store| p
-            .tollgate_plugin_billing()
-            .call_settle(store, &who, &provider, price, usage, byok))
+        stage_call!(
+            self,
+            Billing,
+            request_id,
+            config,
+            settle(&who, &provider, price, usage, byok)
+        )
     }
 
     /// Logging stage: what may be stored of a finished request, and the content the plugin
@@ -682,21 +727,13 @@ impl LoadedPlugin {
             request_id,
             None,
             move |mut w: Warm| async move {
-                let r = match &w.instance {
-                    StageInstance::Logging(p) => {
-                        w.store.data_mut().kept_content = None;
-                        let decision = p
-                            .tollgate_plugin_logging()
-                            .call_retain(&mut w.store, &record)
-                            .await;
-                        let kept = w.store.data_mut().kept_content.take();
-                        decision.map(|decision| Retained {
-                            decision,
-                            kept_content: kept,
-                        })
-                    }
-                    _ => Err(wasmtime::Error::msg(OTHER_STAGE)),
-                };
+                w.store.data_mut().kept_content = None;
+                let decision = w.instance.retain(&mut w.store, &record).await;
+                let kept = w.store.data_mut().kept_content.take();
+                let r = decision.map(|decision| Retained {
+                    decision,
+                    kept_content: kept,
+                });
                 (w, r)
             },
         )

@@ -11,6 +11,7 @@ pub mod bindings;
 mod cache;
 mod engine;
 mod error;
+mod instance;
 mod lane;
 mod loaded;
 mod registry;
@@ -21,19 +22,23 @@ mod watch;
 
 pub use engine::{EngineOptions, PluginEngine};
 pub use error::{PluginError, PluginErrorKind};
+pub use instance::WitVersion;
 pub use lane::LaneOptions;
 pub use loaded::{LoadedPlugin, PluginStats, PluginVersion, Retained};
-pub use registry::{plugin_name, PluginRegistry, PluginStatus, SettingsTable, WIT_VERSION};
+pub use registry::{
+    plugin_name, PluginRegistry, PluginStatus, SettingsTable, WIT_VERSION, WIT_VERSIONS,
+};
 pub use settings::{InstanceMode, PluginSettings};
 pub use state::{HostContext, HostServices, NoServices};
 pub use wasi::OutputLimits;
 pub use watch::{watch, WatchHandle};
 
-/// The five stages a request passes through, in order.
+/// The stages a request passes through, in order (guardrails are optional: none by default).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Stage {
     Auth,
+    Guardrail,
     Routing,
     Transform,
     Billing,
@@ -41,8 +46,9 @@ pub enum Stage {
 }
 
 impl Stage {
-    pub const ALL: [Stage; 5] = [
+    pub const ALL: [Stage; 6] = [
         Stage::Auth,
+        Stage::Guardrail,
         Stage::Routing,
         Stage::Transform,
         Stage::Billing,
@@ -57,6 +63,7 @@ impl Stage {
     pub fn as_str(self) -> &'static str {
         match self {
             Stage::Auth => "auth",
+            Stage::Guardrail => "guardrail",
             Stage::Routing => "routing",
             Stage::Transform => "transform",
             Stage::Billing => "billing",

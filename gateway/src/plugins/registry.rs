@@ -13,18 +13,21 @@ use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 
-use super::bindings::*;
 use super::cache::ArtifactCache;
 use super::engine::PluginEngine;
 use super::error::{PluginError, PluginErrorKind};
-use super::loaded::{LoadedPlugin, PluginVersion, StagePre};
+use super::instance::{StagePre, WitVersion};
+use super::loaded::{LoadedPlugin, PluginVersion};
 use super::settings::PluginSettings;
 use super::state::HostContext;
 use super::Stage;
 
 /// The WIT package the host speaks. Plugins must match its major.minor (0.x: minor is breaking).
 pub const WIT_PACKAGE: &str = "tollgate:plugin";
-pub const WIT_VERSION: &str = "0.1.0";
+/// The latest WIT package version (plugins for older ones load through an adapter).
+pub const WIT_VERSION: &str = "0.2.0";
+/// Every version the host loads, oldest first.
+pub const WIT_VERSIONS: &[&str] = &["0.1.0", "0.2.0"];
 
 /// What the admin view shows for one plugin name.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -94,6 +97,7 @@ pub fn plugin_name(path: &Path) -> Option<String> {
 struct Inspected {
     stage: Stage,
     wit_version: String,
+    version: WitVersion,
     uses_wasi: bool,
 }
 
@@ -135,7 +139,7 @@ fn inspect(engine: &wasmtime::Engine, component: &Component) -> Result<Inspected
     let (stage, version) = match found.as_slice() {
         [] => {
             return Err(format!(
-                "exports no {WIT_PACKAGE} stage (auth, routing, transform, billing or logging)"
+                "exports no {WIT_PACKAGE} stage (auth, guardrail, routing, transform, billing or logging)"
             ))
         }
         [one] => one.clone(),
@@ -146,29 +150,18 @@ fn inspect(engine: &wasmtime::Engine, component: &Component) -> Result<Inspected
             ))
         }
     };
-    if !version_compatible(&version) {
+    let Some(parsed) = WitVersion::parse(&version) else {
         return Err(format!(
-            "was built against {WIT_PACKAGE}@{version}; this gateway speaks {WIT_PACKAGE}@{WIT_VERSION} \
-             (rebuild it with a matching plugin SDK)"
+            "was built against {WIT_PACKAGE}@{version}; this gateway loads {WIT_PACKAGE}@0.1.x and \
+             @0.2.x (rebuild it with a matching plugin SDK)"
         ));
-    }
+    };
     Ok(Inspected {
         stage,
         wit_version: version,
+        version: parsed,
         uses_wasi,
     })
-}
-
-/// Same major, and for 0.x the same minor (semver: 0.x minor bumps are breaking).
-fn version_compatible(version: &str) -> bool {
-    let parse = |v: &str| -> Option<(u64, u64)> {
-        let mut it = v.split('.');
-        Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
-    };
-    match (parse(version), parse(WIT_VERSION)) {
-        (Some((maj, min)), Some((hmaj, hmin))) => maj == hmaj && (maj > 0 || min == hmin),
-        _ => false,
-    }
 }
 
 impl PluginRegistry {
@@ -344,6 +337,7 @@ impl PluginRegistry {
         let Inspected {
             stage,
             wit_version,
+            version: wit,
             uses_wasi,
         } = inspect(engine, &component).map_err(load_err)?;
         self.check_stage(name, stage).map_err(load_err)?;
@@ -359,21 +353,7 @@ impl PluginRegistry {
             })?;
         let typed =
             |e: wasmtime::Error| load_err(format!("exports do not match the {stage} world: {e:#}"));
-        let pre = match stage {
-            Stage::Auth => StagePre::Auth(AuthPluginPre::new(instance_pre).map_err(typed)?),
-            Stage::Routing => {
-                StagePre::Routing(RoutingPluginPre::new(instance_pre).map_err(typed)?)
-            }
-            Stage::Transform => {
-                StagePre::Transform(TransformPluginPre::new(instance_pre).map_err(typed)?)
-            }
-            Stage::Billing => {
-                StagePre::Billing(BillingPluginPre::new(instance_pre).map_err(typed)?)
-            }
-            Stage::Logging => {
-                StagePre::Logging(LoggingPluginPre::new(instance_pre).map_err(typed)?)
-            }
-        };
+        let pre = StagePre::new(stage, wit, instance_pre).map_err(typed)?;
         let version = PluginVersion {
             name: name.to_string(),
             stage,
@@ -435,11 +415,16 @@ mod tests {
 
     #[test]
     fn versions() {
-        assert!(version_compatible("0.1.0"));
-        assert!(version_compatible("0.1.7"));
-        assert!(!version_compatible("0.2.0"));
-        assert!(!version_compatible("1.0.0"));
-        assert!(!version_compatible(""));
+        let v = WitVersion::parse;
+        assert_eq!(v("0.1.0"), Some(WitVersion::V0_1));
+        assert_eq!(v("0.1.7"), Some(WitVersion::V0_1));
+        assert_eq!(v("0.2.0"), Some(WitVersion::V0_2));
+        assert_eq!(v("0.3.0"), None);
+        assert_eq!(v("1.0.0"), None);
+        assert_eq!(v(""), None);
+        for known in WIT_VERSIONS {
+            assert!(v(known).is_some(), "{known}");
+        }
     }
 
     #[test]

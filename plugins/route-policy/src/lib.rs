@@ -102,6 +102,7 @@ mod tests {
             healthy,
             zero_retention: zdr,
             latency_ms: latency,
+            region: String::new(),
         }
     }
 

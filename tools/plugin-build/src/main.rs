@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run -p plugin-build --release            # plugins/ and policies/examples/ -> target/plugins/, test-plugins/ and test-plugins-wasip2/ -> target/test-plugins/
 //! cargo run -p plugin-build --release -- --force # rebuild even when nothing changed
+//!                                                # (and the stock plugins for WIT 0.1.0 -> target/plugins-wit-0.1.0/)
 //! ```
 //!
 //! Steps: pick a wasm toolchain (rustup's `wasm32-unknown-unknown` target where it is installed,
@@ -33,6 +34,10 @@ struct Group {
     out_dir: &'static str,
     /// `wasm32-unknown-unknown` (core module, wrapped here) or `wasm32-wasip2` (a component).
     target: &'static str,
+    /// Cargo features the crates are built with ("" = none).
+    features: &'static str,
+    /// Only these crates of the directory (empty = all).
+    only: &'static [&'static str],
 }
 
 const WASIP2: &str = "wasm32-wasip2";
@@ -45,28 +50,56 @@ const GROUPS: &[Group] = &[
         crates_dir: "plugins",
         out_dir: "target/plugins",
         target: TARGET,
+        features: "",
+        only: &[],
     },
     Group {
         crates_dir: "test-plugins",
         out_dir: "target/test-plugins",
         target: TARGET,
+        features: "",
+        only: &[],
     },
     // The worked routing examples of the policy docs: loaded like built-in plugins.
     Group {
         crates_dir: "policies/examples",
         out_dir: "target/plugins",
         target: TARGET,
+        features: "",
+        only: &[],
     },
     // WASI guests (deny-by-default tests, the Rust wasip2 template).
     Group {
         crates_dir: "test-plugins-wasip2",
         out_dir: "target/test-plugins",
         target: WASIP2,
+        features: "",
+        only: &[],
     },
     Group {
         crates_dir: "test-plugins-py",
         out_dir: "target/test-plugins",
         target: PYTHON,
+        features: "",
+        only: &[],
+    },
+    // The stock plugins built against the frozen WIT 0.1.0 (the SDK's `wit-0-1-0` feature): the
+    // gateway's tests serve requests with them to prove plugins built for 0.1.0 keep working.
+    Group {
+        crates_dir: "plugins",
+        out_dir: "target/plugins-wit-0.1.0",
+        target: TARGET,
+        features: "tollgate-plugin-sdk/wit-0-1-0",
+        only: &[
+            "auth-apikey",
+            "billing-credits",
+            "provider-openai",
+            "provider-anthropic",
+            "retention-metadata-only",
+            "retention-retain-all",
+            "retention-zero",
+            "route-policy",
+        ],
     },
 ];
 
@@ -158,6 +191,7 @@ fn which(program: &str) -> bool {
 struct PluginCrate {
     name: String,
     target: &'static str,
+    features: &'static str,
     dir: PathBuf,
     out_file: PathBuf,
     stamp_file: PathBuf,
@@ -185,6 +219,11 @@ fn find_crates(root: &Path) -> Result<Vec<PluginCrate>> {
             })
             .collect();
         entries.sort();
+        entries.retain(|p| {
+            group.only.is_empty()
+                || p.file_name()
+                    .is_some_and(|n| group.only.contains(&n.to_string_lossy().as_ref()))
+        });
         for crate_dir in entries {
             let name = crate_dir
                 .file_name()
@@ -192,6 +231,7 @@ fn find_crates(root: &Path) -> Result<Vec<PluginCrate>> {
                 .context("crate dir without a name")?;
             crates.push(PluginCrate {
                 target: group.target,
+                features: group.features,
                 out_file: out.join(format!("{name}.wasm")),
                 stamp_file: out.join(".stamps").join(&name),
                 name,
@@ -241,6 +281,7 @@ fn fingerprint(root: &Path, krate: &PluginCrate, toolchain_id: &str) -> Result<S
     let mut hasher = Sha256::new();
     hasher.update(toolchain_id.as_bytes());
     hasher.update(krate.target.as_bytes());
+    hasher.update(krate.features.as_bytes());
     hasher.update(env!("CARGO_PKG_VERSION").as_bytes());
     for shared in ["wit", "plugin-sdk", "Cargo.lock", "Cargo.toml"] {
         hash_tree(&mut hasher, &root.join(shared))?;
@@ -387,8 +428,20 @@ fn main() -> Result<()> {
     if !python.is_empty() {
         build_python(&root, &python)?;
     }
-    for target in [TARGET, WASIP2] {
-        let batch: Vec<_> = stale.iter().filter(|(k, _)| k.target == target).collect();
+    let mut batches: Vec<(&str, &str)> = stale
+        .iter()
+        .filter(|(k, _)| k.target != PYTHON)
+        .map(|(k, _)| (k.target, k.features))
+        .collect();
+    batches.sort();
+    batches.dedup();
+    // One cargo call per target and feature set (a crate built with other features is a
+    // different artifact at the same path: copied out before the next batch).
+    for (target, features) in batches {
+        let batch: Vec<_> = stale
+            .iter()
+            .filter(|(k, _)| k.target == target && k.features == features)
+            .collect();
         if batch.is_empty() {
             continue;
         }
@@ -418,6 +471,9 @@ fn main() -> Result<()> {
             .arg(&target_dir);
         for (krate, _) in &batch {
             cargo.args(["-p", &krate.name]);
+        }
+        if !features.is_empty() {
+            cargo.args(["--features", features]);
         }
         let status = cargo.status().context("running cargo for the wasm build")?;
         if !status.success() {

@@ -152,6 +152,7 @@ mod tests {
             healthy,
             zero_retention: false,
             latency_ms: latency,
+            region: String::new(),
         }
     }
 

@@ -199,6 +199,7 @@ mod tests {
             healthy,
             zero_retention: false,
             latency_ms: 0,
+            region: String::new(),
         }
     }
 

@@ -1,4 +1,7 @@
-//! Host-side bindings generated from `wit/tollgate.wit`.
+//! Host-side bindings generated from `wit/tollgate.wit` (`tollgate:plugin@0.2.0`, the latest).
+//! The rest of the gateway speaks only these types; plugins built for an older version are
+//! called through that version's adapter module ([`v0_1_0`]), which converts into them
+//! (one module per WIT version, as Zed's extension host does).
 //!
 //! `types` and `host` are generated once (from the `sdk-common` world) and shared by every stage
 //! world, so a `Usage` or `Reject` is one Rust type throughout the gateway. Stage exports are
@@ -40,10 +43,15 @@ stage_world!(routing, "routing-plugin");
 stage_world!(transform, "transform-plugin");
 stage_world!(billing, "billing-plugin");
 stage_world!(logging, "logging-plugin");
+stage_world!(guardrail, "guardrail-plugin");
+
+pub mod v0_1_0;
 
 pub use auth::{AuthPlugin, AuthPluginPre};
 pub use billing::exports::tollgate::plugin::billing::{Authorization, Charge};
 pub use billing::{BillingPlugin, BillingPluginPre};
+pub use guardrail::exports::tollgate::plugin::guardrail::{Message, Output, Prompt, ToolCall};
+pub use guardrail::{GuardrailPlugin, GuardrailPluginPre};
 pub use logging::exports::tollgate::plugin::logging::{
     AttemptOutcome, RequestRecord, RetentionDecision,
 };
