@@ -17,10 +17,11 @@
 //! unchecked. A residency rule that silently allows everything when misconfigured is worse than
 //! none, because nobody notices.
 //!
-//! (The regions come from config because the WIT `candidate` record carries no region. The
-//! gateway's own data policy, `tollgate orgs data-policy ORG --regions eu`, reads each
-//! provider's `region` from the config file and needs no plugin; this crate shows how to write
-//! such a rule yourself.)
+//! A provider the config does not list is judged by the region the gateway's config declares
+//! for it (`region = "eu"` on the provider; a candidate carries it since WIT 0.2.0); one with
+//! neither has an unknown region and is refused. (The gateway's own data policy, `tollgate orgs
+//! data-policy ORG --regions eu`, reads each provider's `region` from the config file and needs
+//! no plugin; this crate shows how to write such a rule yourself.)
 use tollgate_plugin_sdk::serde_json::{Map, Value};
 use tollgate_plugin_sdk::{
     export_plugin, host, Attempt, Candidate, Principal, Reject, RequestSummary, Routing,
@@ -84,14 +85,20 @@ impl<'a> Residency<'a> {
         })
     }
 
-    /// The provider's configured region, if any.
-    fn region(&self, provider: &str) -> Option<&'a str> {
-        self.regions.get(provider).and_then(Value::as_str)
+    /// The candidate's region: the router's config when it lists the provider (the operator's
+    /// word wins), else the region the gateway config declares for it (WIT 0.2.0), if any.
+    fn region<'c>(&self, c: &'c Candidate) -> Option<&'c str>
+    where
+        'a: 'c,
+    {
+        self.regions
+            .get(&c.provider)
+            .and_then(Value::as_str)
+            .or((!c.region.is_empty()).then_some(c.region.as_str()))
     }
 
-    fn allows(&self, provider: &str) -> bool {
-        self.region(provider)
-            .is_some_and(|r| self.allow.contains(&r))
+    fn allows(&self, c: &Candidate) -> bool {
+        self.region(c).is_some_and(|r| self.allow.contains(&r))
     }
 }
 
@@ -125,12 +132,12 @@ pub fn route(
     }
     let (mut kept, refused): (Vec<Candidate>, Vec<Candidate>) = candidates
         .into_iter()
-        .partition(|c| rules.allows(&c.provider));
+        .partition(|c| rules.allows(c));
     if kept.is_empty() {
         // Each provider once, in the order offered (one provider may serve several models).
         let mut why: Vec<String> = Vec::new();
         for c in &refused {
-            let line = match rules.region(&c.provider) {
+            let line = match rules.region(c) {
                 Some(r) => format!("{} (region {r})", c.provider),
                 None => format!("{} (region unknown)", c.provider),
             };
@@ -224,6 +231,22 @@ mod tests {
 
     fn names(a: &[Attempt]) -> Vec<&str> {
         a.iter().map(|a| a.provider.as_str()).collect()
+    }
+
+    #[test]
+    fn an_unlisted_provider_is_judged_by_its_declared_region() {
+        let mut declared_eu = cand("scaleway", true);
+        declared_eu.region = "eu".into();
+        let mut listed_us = cand("openai", true);
+        listed_us.region = "eu".into(); // the router's config says us: the config wins
+        let attempts = route(
+            &config(),
+            &summary(),
+            vec![listed_us, declared_eu, cand("unknown", true)],
+        )
+        .unwrap();
+        let names: Vec<_> = attempts.iter().map(|a| a.provider.as_str()).collect();
+        assert_eq!(names, ["scaleway"]);
     }
 
     #[test]
