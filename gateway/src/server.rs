@@ -38,6 +38,20 @@ fn check_required(config: &Config, registry: &PluginRegistry) -> Result<()> {
     Ok(())
 }
 
+/// The loaded plugins, as policy loading sees them: which exist, and their config schemas.
+struct LoadedPlugins(Arc<PluginRegistry>);
+
+impl crate::policy::file::Plugins for LoadedPlugins {
+    fn exists(&self, name: &str) -> bool {
+        self.0.get(name).is_some()
+    }
+    fn check_config(&self, name: &str, config: &str) -> Result<(), (String, String)> {
+        self.0
+            .check_config(name, config)
+            .map_err(|m| (m.field, m.message))
+    }
+}
+
 /// The policy directory, read and checked (the gateway refuses to start on an invalid one),
 /// with the plugin host told of the plugin config it sets.
 fn open_policy(config: &Config, registry: &Arc<PluginRegistry>) -> Result<Arc<PolicyHandle>> {
@@ -52,14 +66,37 @@ fn open_policy(config: &Config, registry: &Arc<PluginRegistry>) -> Result<Arc<Po
         }
         None => None,
     };
-    let exists = registry.clone();
     let loaded = registry.clone();
     let hooks = Hooks {
-        plugin_exists: Some(Arc::new(move |name: &str| exists.get(name).is_some())),
+        plugins: Some(Arc::new(LoadedPlugins(registry.clone()))),
         on_load: Some(Arc::new(move |p: &crate::policy::Policy| {
             loaded
                 .host_context()
                 .set_config_overrides(p.plugin_config.clone());
+            // A plugin version loaded later is checked against the configs the policy gives it.
+            let mut configs: Vec<(String, String, Arc<str>)> = p
+                .plugin_config
+                .iter()
+                .map(|(name, c)| {
+                    (
+                        name.clone(),
+                        format!("the policy's [plugins.{name}] config"),
+                        c.clone(),
+                    )
+                })
+                .collect();
+            for r in &p.rules {
+                for (stage, choice) in [("routing", &r.routing), ("billing", &r.billing)] {
+                    if let Some(c) = choice {
+                        configs.push((
+                            c.plugin.clone(),
+                            format!("{}: routes '{}'.{stage}.config", r.source, r.name),
+                            c.config.clone(),
+                        ));
+                    }
+                }
+            }
+            loaded.set_policy_configs(configs);
             // A routing or billing plugin a route names keeps its stage across reloads.
             loaded.expect_stages(p.rules.iter().flat_map(|r| {
                 let routing = r

@@ -159,6 +159,27 @@ def test_plugin_config_in_the_policy_reloads(hot):
         write(g.pdir / "routes.toml", policy(["a"]))
 
 
+def test_a_plugin_config_the_plugins_schema_refuses_is_an_error_naming_plugin_field_and_file(hot, tmp_path_factory):
+    g = hot
+    # route-policy declares its config schema (plugins/route-policy/config.schema.json).
+    write(g.pdir / "routes.toml", policy(["a"]) + '\n[plugins.route-policy]\nconfig = { sort = "prize" }\n')
+    assert wait_for(lambda: admin_policy(g)["last_error"] is not None)
+    err = admin_policy(g)["last_error"]
+    assert "routes.toml:" in err and "plugins.route-policy.config.sort" in err, err
+    assert '"prize" is not one of "order", "price", "latency"' in err and "plugin 'route-policy'" in err, err
+    assert _served(g), "the previous policy keeps serving"
+    # `policy check` reads the schema from the plugin file, without a running gateway.
+    bad = tmp_path_factory.mktemp("badschema")
+    (bad / "p.toml").write_text('[[routes]]\nname = "r"\nrouting = { plugin = "route-policy", config = { srot = "price" } }\n')
+    out = subprocess.run([str(BINARY), "--config", str(g.config), "policy", "check", str(bad)], env=g.env,
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode != 0 and "p.toml:3: routes 'r'.routing.config.srot: unknown field" in out.stderr, out.stderr
+    write(g.pdir / "routes.toml", policy(["a"]))
+    assert wait_for(lambda: admin_policy(g)["last_error"] is None)
+    plugins = {p["name"]: p for p in g.admin("/admin/plugins")}
+    assert plugins["route-policy"]["active"]["config_schema"] is True
+
+
 def test_retention_ceiling_and_output_cap_from_the_policy(hot):
     g = hot
     write(g.pdir / "routes.toml", policy(["a"]) + "max_output_tokens = 50\n"

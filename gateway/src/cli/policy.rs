@@ -58,9 +58,34 @@ fn missing_plugins(config: &Config) -> Vec<String> {
     missing
 }
 
+/// The plugin directory as `policy check` sees it: a plugin exists when its file does, and
+/// its config schema is read from the file (no engine needed).
+struct PluginFiles<'a>(&'a Config);
+
+impl crate::policy::file::Plugins for PluginFiles<'_> {
+    fn exists(&self, name: &str) -> bool {
+        plugin_file(self.0, name)
+    }
+    fn check_config(&self, name: &str, config: &str) -> Result<(), (String, String)> {
+        let path = self.0.plugin_dir.join(format!("{name}.wasm"));
+        let schema = std::fs::read(&path)
+            .ok()
+            .and_then(|wasm| crate::plugins::schema::embedded(&wasm).ok().flatten())
+            .or_else(|| {
+                let sidecar = path.with_file_name(format!("{name}.schema.json"));
+                let bytes = std::fs::read(sidecar).ok()?;
+                crate::plugins::schema::ConfigSchema::parse(&bytes).ok()
+            });
+        match schema {
+            Some(s) => s.check(config).map_err(|m| (m.field, m.message)),
+            None => Ok(()),
+        }
+    }
+}
+
 fn check_policy(config: &Config, dir: &Path) -> Result<crate::policy::Policy> {
-    let exists = |name: &str| plugin_file(config, name);
-    crate::policy::file::load_dir(dir, config, Some(&exists)).map_err(|e| anyhow::anyhow!("{e}"))
+    crate::policy::file::load_dir(dir, config, Some(&PluginFiles(config)))
+        .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 pub fn run(config: &Config, command: PolicyCommand) -> Result<()> {

@@ -44,6 +44,8 @@ pub struct PluginVersion {
     pub size_bytes: u64,
     /// The component imports WASI (`wasi:*`): it gets the deny-by-default context.
     pub uses_wasi: bool,
+    /// The plugin declares a config schema (every config it is given is checked against it).
+    pub config_schema: bool,
     #[serde(with = "crate::util::unix_ms")]
     pub loaded_at: SystemTime,
     /// Milliseconds spent compiling (or loading from the artifact cache) and checking.
@@ -75,6 +77,8 @@ pub struct LoadedPlugin {
     pool: ArrayQueue<Warm>,
     /// Rate limit of the plugin's stdout/stderr lines (all its instances).
     output: Arc<OutputGate>,
+    /// The config schema the plugin declares, if any.
+    pub(crate) schema: Option<Arc<super::schema::ConfigSchema>>,
     /// A guardrail's answer to `checks-output`, once asked.
     checks_output: std::sync::OnceLock<bool>,
 }
@@ -229,6 +233,7 @@ impl LoadedPlugin {
             pool,
             output,
             checks_output: std::sync::OnceLock::new(),
+            schema: None,
         }
     }
 

@@ -15,6 +15,7 @@ mod instance;
 mod lane;
 mod loaded;
 mod registry;
+pub mod schema;
 mod settings;
 mod state;
 mod wasi;

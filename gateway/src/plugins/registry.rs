@@ -18,6 +18,7 @@ use super::engine::PluginEngine;
 use super::error::{PluginError, PluginErrorKind};
 use super::instance::{StagePre, WitVersion};
 use super::loaded::{LoadedPlugin, PluginVersion};
+use super::schema::{self, ConfigSchema};
 use super::settings::PluginSettings;
 use super::state::HostContext;
 use super::Stage;
@@ -79,6 +80,9 @@ pub struct PluginRegistry {
     publish: Mutex<()>,
     /// The stage each configured plugin name must implement (from the config and policy).
     expected: ArcSwap<HashMap<String, Stage>>,
+    /// Configs the policy gives plugins: (plugin, where, config JSON). A new version whose
+    /// config schema refuses one of them is not published.
+    policy_configs: ArcSwap<Vec<(String, String, Arc<str>)>>,
 }
 
 /// The plugin name for a file: its stem (`auth-apikey.wasm` -> `auth-apikey`).
@@ -184,6 +188,7 @@ impl PluginRegistry {
             errors: Mutex::new(LoadErrors::default()),
             publish: Mutex::new(()),
             expected: ArcSwap::from_pointee(HashMap::new()),
+            policy_configs: ArcSwap::from_pointee(Vec::new()),
         })
     }
 
@@ -316,6 +321,66 @@ impl PluginRegistry {
         }
     }
 
+    /// The configs the live policy gives plugins (`(plugin, where, config)`), checked against
+    /// each new version's config schema.
+    pub fn set_policy_configs(&self, configs: Vec<(String, String, Arc<str>)>) {
+        self.policy_configs.store(Arc::new(configs));
+    }
+
+    /// Checks `config` against the schema the loaded plugin declares (any config passes a
+    /// plugin that declares none, or one not loaded).
+    pub fn check_config(&self, plugin: &str, config: &str) -> Result<(), schema::Mismatch> {
+        match self.get(plugin).and_then(|p| p.schema.clone()) {
+            Some(s) => s.check(config),
+            None => Ok(()),
+        }
+    }
+
+    /// The schema a plugin file declares: embedded in the component, else `NAME.schema.json`
+    /// beside it.
+    fn schema_of(name: &str, path: &Path, wasm: &[u8]) -> Result<Option<ConfigSchema>, String> {
+        if let Some(s) = schema::embedded(wasm)? {
+            return Ok(Some(s));
+        }
+        let sidecar = path.with_file_name(format!("{name}.schema.json"));
+        match std::fs::read(&sidecar) {
+            Ok(bytes) => ConfigSchema::parse(&bytes)
+                .map(Some)
+                .map_err(|e| format!("{}: {e}", sidecar.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("{}: {e}", sidecar.display())),
+        }
+    }
+
+    /// Every config this plugin is given, checked against its schema: the config file's, and
+    /// the policy's.
+    fn check_configs(
+        &self,
+        name: &str,
+        schema: &ConfigSchema,
+        settings: &PluginSettings,
+    ) -> Result<(), String> {
+        // No config in the config file is "{}": not a config the file gives.
+        let mut given: Vec<(String, Arc<str>)> = Vec::new();
+        if &*settings.config_json != "{}" {
+            given.push((
+                format!("[plugins.settings.{name}] config in the config file"),
+                settings.config_json.clone(),
+            ));
+        }
+        for (plugin, place, config) in self.policy_configs.load().iter() {
+            if plugin == name {
+                given.push((place.clone(), config.clone()));
+            }
+        }
+        for (place, config) in given {
+            schema
+                .check(&config)
+                .map_err(|m| format!("{place}: {m} (the plugin's config schema)"))?;
+        }
+        Ok(())
+    }
+
     /// Compiles and checks a file. `Ok(None)` when it is identical to the active version.
     fn build(&self, name: &str, path: &Path) -> Result<Option<Arc<LoadedPlugin>>, PluginError> {
         let load_err = |msg: String| PluginError::new(name, None, PluginErrorKind::Load(msg));
@@ -341,6 +406,11 @@ impl PluginRegistry {
             uses_wasi,
         } = inspect(engine, &component).map_err(load_err)?;
         self.check_stage(name, stage).map_err(load_err)?;
+        let schema = Self::schema_of(name, path, &wasm).map_err(load_err)?;
+        let settings = self.settings.load().for_plugin(name);
+        if let Some(s) = &schema {
+            self.check_configs(name, s, &settings).map_err(load_err)?;
+        }
         let instance_pre = self
             .engine
             .linker
@@ -362,11 +432,11 @@ impl PluginRegistry {
             file: path.to_path_buf(),
             size_bytes: wasm.len() as u64,
             uses_wasi,
+            config_schema: schema.is_some(),
             loaded_at: SystemTime::now(),
             load_ms: 0.0,
             from_cache,
         };
-        let settings = self.settings.load().for_plugin(name);
         let mut plugin = LoadedPlugin::new(
             version,
             pre,
@@ -374,6 +444,7 @@ impl PluginRegistry {
             settings,
             self.shared.clone(),
         );
+        plugin.schema = schema.map(Arc::new);
         plugin.self_test()?;
         plugin.version.load_ms = started.elapsed().as_secs_f64() * 1000.0;
         Ok(Some(Arc::new(plugin)))

@@ -169,12 +169,31 @@ pub fn policy_files(dir: &Path) -> Result<Vec<PathBuf>, PolicyError> {
     Ok(files)
 }
 
+/// What policy loading asks of the plugins (the policy knows nothing of the plugin host).
+pub trait Plugins {
+    /// Whether a plugin is loaded (or, for `tollgate policy check`, built).
+    fn exists(&self, name: &str) -> bool;
+    /// Checks a config (JSON text) against the schema the plugin declares: `Err((field,
+    /// message))`. Plugins that declare none accept any config.
+    fn check_config(&self, _name: &str, _config: &str) -> Result<(), (String, String)> {
+        Ok(())
+    }
+}
+
+/// A closure saying which plugins exist (no schemas).
+impl<F: Fn(&str) -> bool> Plugins for F {
+    fn exists(&self, name: &str) -> bool {
+        self(name)
+    }
+}
+
 /// Reads and checks every policy file of `dir` over the config file's models and providers.
-/// `plugin_exists` says whether a plugin a route names is loaded (None: not checked).
+/// `plugins` says whether a plugin a route names is loaded and checks its config (None: not
+/// checked).
 pub fn load_dir(
     dir: &Path,
     config: &Config,
-    plugin_exists: Option<&dyn Fn(&str) -> bool>,
+    plugins: Option<&dyn Plugins>,
 ) -> Result<Policy, PolicyError> {
     let mut sources = Vec::new();
     for path in policy_files(dir)? {
@@ -186,14 +205,14 @@ pub fn load_dir(
         })?;
         sources.push((path.display().to_string(), text));
     }
-    compile(&sources, config, plugin_exists)
+    compile(&sources, config, plugins)
 }
 
 /// Checks policy texts (`(file name, text)`, in order) into a [`Policy`].
 pub fn compile(
     sources: &[(String, String)],
     config: &Config,
-    plugin_exists: Option<&dyn Fn(&str) -> bool>,
+    plugins: Option<&dyn Plugins>,
 ) -> Result<Policy, PolicyError> {
     let mut policy = Policy::from_config(config);
     let mut digest = Sha256::new();
@@ -236,7 +255,7 @@ pub fn compile(
             ));
         }
         for spanned in file.routes {
-            let rule = route(&src, &spanned, config, plugin_exists)?;
+            let rule = route(&src, &spanned, config, plugins)?;
             if let Some(other) = route_names.insert(rule.name.clone(), rule.source.clone()) {
                 return Err(src.err(
                     &spanned.get_ref().name,
@@ -251,12 +270,12 @@ pub fn compile(
             if entry.get_ref().plugin.is_some() {
                 return Err(src.err(&entry, field, "`plugin` belongs in a route's `routing`; here the table is named after the plugin"));
             }
-            if let Some(exists) = plugin_exists {
-                if !exists(&plugin) {
+            if let Some(p) = plugins {
+                if !p.exists(&plugin) {
                     return Err(src.err(&entry, field, format!("plugin '{plugin}' is not loaded")));
                 }
             }
-            let config = plugin_config(&src, &entry, &field)?;
+            let config = plugin_config(&src, &entry, &field, &plugin, plugins)?;
             policy.plugin_config.insert(plugin, config);
         }
         for spanned in file.retention {
@@ -352,24 +371,39 @@ pub fn compile(
     Ok(policy)
 }
 
+/// A plugin's config from a policy entry, as JSON, checked against the schema the plugin
+/// declares (when the caller can see plugins).
 fn plugin_config(
     src: &Source,
     entry: &Spanned<PluginEntry>,
     field: &str,
+    plugin: &str,
+    plugins: Option<&dyn Plugins>,
 ) -> Result<Arc<str>, PolicyError> {
     let json = match &entry.get_ref().config {
         None => serde_json::json!({}),
         Some(v) => serde_json::to_value(v)
             .map_err(|e| src.err(entry, format!("{field}.config"), e.to_string()))?,
     };
-    Ok(Arc::from(json.to_string().as_str()))
+    let text = json.to_string();
+    if let Some(p) = plugins {
+        p.check_config(plugin, &text).map_err(|(at, message)| {
+            let at = if at.is_empty() { at } else { format!(".{at}") };
+            src.err(
+                entry,
+                format!("{field}.config{at}"),
+                format!("{message} (the config schema of plugin '{plugin}')"),
+            )
+        })?;
+    }
+    Ok(Arc::from(text.as_str()))
 }
 
 fn route(
     src: &Source,
     spanned: &Spanned<RouteEntry>,
     config: &Config,
-    plugin_exists: Option<&dyn Fn(&str) -> bool>,
+    plugins: Option<&dyn Plugins>,
 ) -> Result<Rule, PolicyError> {
     let r = spanned.get_ref();
     let name = r.name.get_ref().clone();
@@ -473,8 +507,8 @@ fn route(
         let Some(plugin) = entry.get_ref().plugin.clone() else {
             return Err(src.err(entry, field(stage), "needs `plugin = \"NAME\"`"));
         };
-        if let Some(exists) = plugin_exists {
-            if !exists(&plugin) {
+        if let Some(p) = plugins {
+            if !p.exists(&plugin) {
                 return Err(src.err(
                     entry,
                     field(&format!("{stage}.plugin")),
@@ -485,7 +519,7 @@ fn route(
             }
         }
         Ok(Some(PluginChoice {
-            config: plugin_config(src, entry, &field(stage))?,
+            config: plugin_config(src, entry, &field(stage), &plugin, plugins)?,
             plugin,
         }))
     };
@@ -661,6 +695,59 @@ keys = ["key_1"]
         assert_eq!((e.line, e.field.as_str()), (2, "retention.days"));
         let e = check("[[routes]]\nname = \"r\"\nmax_output_tokens = 0\n").unwrap_err();
         assert_eq!(e.field, "routes 'r'.max_output_tokens");
+    }
+
+    #[test]
+    fn plugin_configs_are_checked_against_the_plugins_schema() {
+        struct WithSchema;
+        impl Plugins for WithSchema {
+            fn exists(&self, _: &str) -> bool {
+                true
+            }
+            fn check_config(&self, name: &str, config: &str) -> Result<(), (String, String)> {
+                let schema = crate::plugins::schema::ConfigSchema::parse(
+                    br#"{"additionalProperties": false, "properties": {"sort": {"enum": ["order", "price"]}}}"#,
+                )
+                .expect("schema");
+                match name {
+                    "route-policy" => schema.check(config).map_err(|m| (m.field, m.message)),
+                    _ => Ok(()),
+                }
+            }
+        }
+        let text = "[[routes]]\nname = \"r\"\nrouting = { plugin = \"route-policy\", config = { sort = \"prize\" } }\n";
+        let e = compile(
+            &[("p.toml".into(), text.into())],
+            &config(),
+            Some(&WithSchema),
+        )
+        .unwrap_err();
+        assert_eq!(
+            (e.line, e.field.as_str()),
+            (3, "routes 'r'.routing.config.sort")
+        );
+        assert!(
+            e.message
+                .contains("\"prize\" is not one of \"order\", \"price\""),
+            "{}",
+            e.message
+        );
+        assert!(e.message.contains("plugin 'route-policy'"), "{}", e.message);
+        let text = "[plugins.route-policy]\nconfig = { srot = \"price\" }\n";
+        let e = compile(
+            &[("p.toml".into(), text.into())],
+            &config(),
+            Some(&WithSchema),
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "plugins.route-policy.config.srot");
+        let text = "[plugins.route-policy]\nconfig = { sort = \"price\" }\n";
+        compile(
+            &[("p.toml".into(), text.into())],
+            &config(),
+            Some(&WithSchema),
+        )
+        .expect("valid");
     }
 
     #[test]

@@ -20,8 +20,8 @@ use super::file::{load_dir, PolicyError};
 use super::Policy;
 use crate::config::Config;
 
-/// Whether a plugin is loaded (so a route cannot name one that is not).
-pub type PluginCheck = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+/// Whether a plugin is loaded (so a route cannot name one that is not), and its config schema.
+pub type PluginCheck = Arc<dyn super::file::Plugins + Send + Sync>;
 
 /// Called with every policy that becomes live.
 pub type OnLoad = Arc<dyn Fn(&Policy) + Send + Sync>;
@@ -30,7 +30,7 @@ pub type OnLoad = Arc<dyn Fn(&Policy) + Send + Sync>;
 #[derive(Default, Clone)]
 pub struct Hooks {
     /// Checks that plugins a policy names are loaded.
-    pub plugin_exists: Option<PluginCheck>,
+    pub plugins: Option<PluginCheck>,
     /// Runs on every policy that becomes live (e.g. hands plugin config to the plugin host).
     pub on_load: Option<OnLoad>,
 }
@@ -97,9 +97,9 @@ impl PolicyHandle {
                 d,
                 base,
                 hooks
-                    .plugin_exists
+                    .plugins
                     .as_deref()
-                    .map(|f| f as &dyn Fn(&str) -> bool),
+                    .map(|p| p as &dyn super::file::Plugins),
             )?,
             None => Policy::from_config(base),
         };
@@ -139,9 +139,9 @@ impl PolicyHandle {
             dir,
             &self.base,
             self.hooks
-                .plugin_exists
+                .plugins
                 .as_deref()
-                .map(|f| f as &dyn Fn(&str) -> bool),
+                .map(|p| p as &dyn super::file::Plugins),
         ) {
             Ok(policy) => {
                 let changed = policy.digest != self.current.load().digest;

@@ -301,6 +301,41 @@ fn componentize(module: &[u8]) -> Result<Vec<u8>> {
         .encode()
 }
 
+/// The custom section the gateway reads a plugin's config schema from.
+const SCHEMA_SECTION: &str = "tollgate:config-schema";
+
+fn leb128(mut n: usize, out: &mut Vec<u8>) {
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+/// Appends the crate's `config.schema.json` (when it has one) to the component as the custom
+/// section the gateway reads; checked to be JSON here, and against the supported keywords at
+/// load.
+fn with_schema(dir: &Path, mut component: Vec<u8>) -> Result<Vec<u8>> {
+    let path = dir.join("config.schema.json");
+    let Ok(schema) = fs::read(&path) else {
+        return Ok(component);
+    };
+    serde_json::from_slice::<serde_json::Value>(&schema)
+        .with_context(|| format!("{} is not JSON", path.display()))?;
+    let mut body = Vec::new();
+    leb128(SCHEMA_SECTION.len(), &mut body);
+    body.extend_from_slice(SCHEMA_SECTION.as_bytes());
+    body.extend_from_slice(&schema);
+    component.push(0); // custom section id
+    leb128(body.len(), &mut component);
+    component.extend_from_slice(&body);
+    Ok(component)
+}
+
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().context("output path without a directory")?;
     fs::create_dir_all(dir)?;
@@ -367,7 +402,9 @@ fn build_python(root: &Path, batch: &[&(&PluginCrate, String)]) -> Result<()> {
         if !status.success() {
             bail!("componentize-py failed for {} ({status})", krate.name);
         }
-        fs::rename(&tmp, &krate.out_file)?;
+        let component = with_schema(&krate.dir, fs::read(&tmp)?)?;
+        fs::remove_file(&tmp)?;
+        write_atomically(&krate.out_file, &component)?;
         write_atomically(&krate.stamp_file, print.as_bytes())?;
         println!(
             "plugin-build: {} (Python) -> {} ({} KB)",
@@ -491,6 +528,7 @@ fn main() -> Result<()> {
             } else {
                 componentize(&bytes).with_context(|| format!("componentizing {}", krate.name))?
             };
+            let component = with_schema(&krate.dir, component)?;
             write_atomically(&krate.out_file, &component)?;
             write_atomically(&krate.stamp_file, print.as_bytes())?;
             println!(

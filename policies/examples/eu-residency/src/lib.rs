@@ -130,9 +130,8 @@ pub fn route(
             summary.model
         )));
     }
-    let (mut kept, refused): (Vec<Candidate>, Vec<Candidate>) = candidates
-        .into_iter()
-        .partition(|c| rules.allows(c));
+    let (mut kept, refused): (Vec<Candidate>, Vec<Candidate>) =
+        candidates.into_iter().partition(|c| rules.allows(c));
     if kept.is_empty() {
         // Each provider once, in the order offered (one provider may serve several models).
         let mut why: Vec<String> = Vec::new();
