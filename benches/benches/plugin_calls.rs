@@ -52,6 +52,8 @@ fn registry() -> Arc<PluginRegistry> {
         ("test-plugins", "trivial-billing"),
         ("test-plugins", "trivial-logging"),
         ("plugins", "provider-openai"),
+        ("plugins", "guardrail-basic"),
+        ("plugins-wit-0.1.0", "route-policy"),
         ("test-plugins", "trivial-auth-py"),
     ] {
         reg.load_file(&built_component(group, name)).expect(name);
@@ -226,6 +228,57 @@ fn bench(c: &mut Criterion) {
     g.bench_function("fresh instance + auth call (per-call mode)", |b| {
         b.iter(|| {
             rt.block_on(per_call_py.authenticate("req", &head))
+                .expect("call")
+        })
+    });
+    g.finish();
+
+    // The guardrail stage (WIT 0.2.0): a 6-message prompt, and one piece of answer text.
+    let guard = reg.get("guardrail-basic").expect("guardrail-basic");
+    let who = Principal {
+        org_id: "org".into(),
+        key_id: "key".into(),
+        attributes: Vec::new(),
+    };
+    let prompt = Prompt {
+        summary: summary.clone(),
+        messages: (0..6)
+            .map(|i| Message {
+                role: if i % 2 == 0 { "user" } else { "assistant" }.into(),
+                text: "Please summarise the attached quarterly report in three bullet points."
+                    .into(),
+                tool_calls: Vec::new(),
+                attachments: 0,
+            })
+            .collect(),
+        tools: Vec::new(),
+        inputs: Vec::new(),
+    };
+    let piece = Output {
+        text: " the quarterly revenue grew by".into(),
+        done: false,
+    };
+    let mut g = c.benchmark_group("guardrail");
+    g.bench_function("check_prompt(6 messages)", |b| {
+        b.iter(|| {
+            rt.block_on(guard.check_prompt("req", &who, prompt.clone()))
+                .expect("call")
+        })
+    });
+    g.bench_function("check_output(one piece)", |b| {
+        b.iter(|| {
+            rt.block_on(guard.check_output("req", &who, Vec::new(), piece.clone()))
+                .expect("call")
+        })
+    });
+    g.finish();
+
+    // The same router built for WIT 0.1.0 (through the adapter) and for 0.2.0.
+    let old_router = reg.get("route-policy").expect("0.1.0 route-policy");
+    let mut g = c.benchmark_group("wit_0_1_0_adapter");
+    g.bench_function("routing.route(3 candidates), 0.1.0 build", |b| {
+        b.iter(|| {
+            rt.block_on(old_router.route("req", &who, &summary, &candidates))
                 .expect("call")
         })
     });
