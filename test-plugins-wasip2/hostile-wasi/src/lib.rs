@@ -78,8 +78,26 @@ fn attempt(body: &[u8]) -> Vec<u8> {
     }
 }
 
+/// Behind a running gateway the body is a client's JSON: a message containing
+/// `tollgate-test:wasi:<attempt>` runs that attempt, and its outcome comes back to the client as
+/// a 400 `wasi_result` (the end-to-end tests read it there).
+const MARKER: &str = "tollgate-test:wasi:";
+
 impl Transform for HostileWasi {
     fn transform_request(_ctx: TransformCtx, body: Vec<u8>) -> Result<UpstreamRequest, Reject> {
+        let text = String::from_utf8_lossy(&body);
+        if let Some(at) = text.find(MARKER) {
+            let command: String = text[at + MARKER.len()..]
+                .chars()
+                .take_while(char::is_ascii_alphanumeric)
+                .collect();
+            let outcome = attempt(command.as_bytes());
+            return Err(Reject::new(
+                400,
+                "wasi_result",
+                String::from_utf8_lossy(&outcome),
+            ));
+        }
         Ok(UpstreamRequest {
             method: "POST".into(),
             path: "/".into(),
